@@ -1,0 +1,25 @@
+// A blob is a named tensor flowing between layers: its values and, where a
+// gradient flows back through it, its gradient. Both share one layout, the
+// one its producer's primitive chose.
+#pragma once
+
+#include <string>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+namespace dptrain {
+
+struct Blob {
+  std::string name;
+  dnnl::memory data;
+  dnnl::memory diff;  // null when no gradient is needed here
+  bool needs_grad = false;
+  int split_branches = 0;  // readers given a branch of their own (see Split)
+
+  dnnl::memory::desc desc() const { return data.get_desc(); }
+  dnnl::memory::dims dims() const { return data.get_desc().dims(); }
+  float* data_ptr() const { return static_cast<float*>(data.get_data_handle()); }
+  float* diff_ptr() const { return static_cast<float*>(diff.get_data_handle()); }
+};
+
+}  // namespace dptrain

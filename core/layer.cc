@@ -1,0 +1,86 @@
+#include "core/layer.h"
+
+#include "core/engine.h"
+#include "core/error.h"
+
+namespace dptrain {
+
+std::optional<Activation> activation_of(const LayerSpec& spec) {
+  using A = dnnl::algorithm;
+  const std::string& t = spec.type();
+  const bool has_alpha = spec.activation().has_alpha();
+  const float alpha = spec.activation().alpha();
+  if (t == "ReLU") return Activation{A::eltwise_relu, A::eltwise_relu_use_dst_for_bwd, 0.f, t};
+  if (t == "LeakyReLU") {
+    return Activation{A::eltwise_relu, A::eltwise_relu_use_dst_for_bwd,
+                      has_alpha ? alpha : 0.01f, t};
+  }
+  if (t == "ELU") {
+    return Activation{A::eltwise_elu, A::eltwise_elu_use_dst_for_bwd, has_alpha ? alpha : 1.f, t};
+  }
+  if (t == "Sigmoid") {
+    return Activation{A::eltwise_logistic, A::eltwise_logistic_use_dst_for_bwd, 0.f, t};
+  }
+  if (t == "Tanh") return Activation{A::eltwise_tanh, A::eltwise_tanh_use_dst_for_bwd, 0.f, t};
+  return std::nullopt;
+}
+
+void SetupContext::define_top(Blob* top, const dnnl::memory::desc& md) {
+  top->data = dnnl::memory(md, cpu_engine(), DNNL_MEMORY_NONE);
+  pending_.arena.push_back(top->data);
+  if (top->needs_grad) {
+    top->diff = dnnl::memory(md, cpu_engine(), DNNL_MEMORY_NONE);
+    pending_.arena.push_back(top->diff);
+  }
+}
+
+void SetupContext::share_top(Blob* top, const Blob& bottom) {
+  top->data = bottom.data;
+  if (top->needs_grad) {
+    top->diff = dnnl::memory(bottom.desc(), cpu_engine(), DNNL_MEMORY_NONE);
+    pending_.arena.push_back(top->diff);
+  }
+}
+
+Param* SetupContext::add_param(const std::string& suffix, const dnnl::memory::desc& plain_desc,
+                               const dnnl::memory::desc& desc, dnnl::memory::dims export_dims,
+                               ParamInit init, bool trainable) {
+  return store_.add(trainable, layer_name_ + "." + suffix, plain_desc, desc,
+                    std::move(export_dims), init);
+}
+
+dnnl::memory SetupContext::scratchpad(const dnnl::primitive_desc_base& pd) {
+  const dnnl::memory::desc md = pd.scratchpad_desc();
+  if (md.get_size() == 0) return {};
+  dnnl::memory mem(md, cpu_engine(), DNNL_MEMORY_NONE);
+  pending_.scratchpads.push_back(mem);
+  pending_.scratchpad_bytes = std::max(pending_.scratchpad_bytes, md.get_size());
+  return mem;
+}
+
+dnnl::memory SetupContext::view(const dnnl::memory& base, const dnnl::memory::desc& md) {
+  dnnl::memory mem(md, cpu_engine(), DNNL_MEMORY_NONE);
+  pending_.views.emplace_back(base, mem);
+  return mem;
+}
+
+void Layer::check_bottoms(const std::vector<Blob*>& bottoms, size_t count) const {
+  if (bottoms.size() != count) {
+    throw UserError(error_prefix() + "takes " + std::to_string(count) + " bottom(s), got " +
+                    std::to_string(bottoms.size()));
+  }
+}
+
+void Layer::check_rank(const Blob& bottom, std::initializer_list<int> ranks) const {
+  const int rank = bottom.desc().data.ndims;
+  for (int r : ranks) {
+    if (r == rank) return;
+  }
+  std::string want;
+  for (int r : ranks) want += (want.empty() ? "" : " or ") + std::to_string(r);
+  throw UserError(error_prefix() + "needs a " + want + "-d input, '" + bottom.name + "' is " +
+                  std::to_string(rank) + "-d" +
+                  (rank == 2 ? " (it was flattened; move Flatten after this layer)" : ""));
+}
+
+}  // namespace dptrain

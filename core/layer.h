@@ -1,0 +1,157 @@
+// The layer interface. A layer reads its bottom blobs and writes one top
+// blob; it creates its oneDNN primitives once in setup() for the shapes and
+// layouts it is given and only executes them in forward() and backward().
+//
+// Adding a layer: a message in dptrain.proto if it has options, one .cc in
+// core/layers/, one line in core/layers/registry.cc, one gradient test.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "core/blob.h"
+#include "core/dptrain.pb.h"
+#include "core/param_store.h"
+
+namespace dptrain {
+
+// Sums a small array over all replicas of the net (synchronized BatchNorm).
+// core knows nothing of MPI; dist provides the implementation.
+class ReplicaReducer {
+ public:
+  virtual ~ReplicaReducer() = default;
+  virtual void sum(float* data, size_t count) = 0;
+  virtual int replicas() const = 0;
+};
+
+// Net-wide values layers read while running.
+struct NetState {
+  uint64_t seed = 0;
+  int64_t step = 0;        // keys dropout masks
+  int rank = 0;            // keys dropout masks
+  int64_t valid = 0;       // real samples in the batch; the rest is padding
+  float loss_scale = 1.f;  // multiplies the loss gradient (accumulation)
+  ReplicaReducer* replica_reducer = nullptr;
+};
+
+// An elementwise activation as oneDNN runs it: forward algorithm, and the
+// backward variant that needs only the output (so it can be fused into the
+// producer as a post-op and run in place).
+struct Activation {
+  dnnl::algorithm forward;
+  dnnl::algorithm backward;
+  float alpha = 0.f;
+  std::string type;
+};
+// The activation a layer spec describes, or nothing if it is not one.
+std::optional<Activation> activation_of(const LayerSpec& spec);
+
+class SetupContext {
+ public:
+  SetupContext(const NetState& state, ParamStore& store, const std::string& layer_name)
+      : state_(state), store_(store), layer_name_(layer_name) {}
+
+  const NetState& state() const { return state_; }
+
+  // Gives `top` the layout `md`; its storage comes from the net's arena.
+  void define_top(Blob* top, const dnnl::memory::desc& md);
+  // `top` with the same storage as `bottom` (its gradient stays separate).
+  void share_top(Blob* top, const Blob& bottom);
+  // Declares a trainable parameter (or, with trainable=false, a buffer).
+  Param* add_param(const std::string& suffix, const dnnl::memory::desc& plain_desc,
+                   const dnnl::memory::desc& desc, dnnl::memory::dims export_dims,
+                   ParamInit init, bool trainable = true);
+  // The shared scratchpad, viewed with this primitive's scratchpad layout.
+  dnnl::memory scratchpad(const dnnl::primitive_desc_base& pd);
+  // A memory with layout `md` over `base`'s storage (a sub-tensor view).
+  dnnl::memory view(const dnnl::memory& base, const dnnl::memory::desc& md);
+
+  // Filled in by the net and read back when it allocates.
+  struct Pending {
+    std::vector<dnnl::memory> arena;
+    std::vector<std::pair<dnnl::memory, dnnl::memory>> views;  // base, view
+    std::vector<dnnl::memory> scratchpads;
+    size_t scratchpad_bytes = 0;
+  };
+  Pending& pending() { return pending_; }
+
+ private:
+  const NetState& state_;
+  ParamStore& store_;
+  std::string layer_name_;
+  Pending pending_;
+};
+
+class Layer {
+ public:
+  explicit Layer(const LayerSpec& spec) : spec_(spec) {}
+  virtual ~Layer() = default;
+  Layer(const Layer&) = delete;
+  Layer& operator=(const Layer&) = delete;
+
+  const std::string& name() const { return spec_.name(); }
+  const std::string& type() const { return spec_.type(); }
+  const LayerSpec& spec() const { return spec_; }
+
+  // Validates the shapes it is given (UserError naming the layer), creates
+  // primitives, declares parameters and defines `top`.
+  virtual void setup(const std::vector<Blob*>& bottoms, Blob* top, SetupContext& ctx) = 0;
+  virtual void forward(bool training) = 0;
+  // Writes the gradients of the bottoms that need one, and of the params.
+  virtual void backward() = 0;
+
+  // Takes over a following activation as a post-op; true if it did. Called
+  // before setup().
+  virtual bool fuse_activation(const Activation&) { return false; }
+  // One line on the primitives chosen (implementations and layouts).
+  virtual std::string describe() const { return ""; }
+
+  const std::vector<Param*>& params() const { return params_; }
+  const std::vector<std::string>& bottom_names() const { return bottom_names_; }
+  const std::string& top_name() const { return top_name_; }
+  const std::string& fused() const { return fused_; }
+
+ protected:
+  std::string error_prefix() const { return "layer '" + name() + "' (" + type() + "): "; }
+  void check_bottoms(const std::vector<Blob*>& bottoms, size_t count) const;
+  void check_rank(const Blob& bottom, std::initializer_list<int> ranks) const;
+
+  LayerSpec spec_;
+  std::vector<Param*> params_;
+  std::string fused_;  // type of a fused activation, for describe()
+
+ private:
+  friend class Net;
+  std::vector<std::string> bottom_names_;
+  std::string top_name_;
+};
+
+// Every layer type by name. Throws UserError for an unknown type.
+std::unique_ptr<Layer> create_layer(const LayerSpec& spec);
+// Whether layers of this type hold trainable parameters.
+bool layer_has_params(const std::string& type);
+std::vector<std::string> layer_types();
+
+}  // namespace dptrain
+
+namespace dptrain {
+
+// The last layer of every net: turns logits and labels into a loss and
+// seeds the gradient in backward().
+class LossLayer : public Layer {
+ public:
+  using Layer::Layer;
+  // Mean loss over the valid samples of the last forward.
+  virtual float loss() const = 0;
+  // Valid samples whose top-1 prediction equals the label.
+  virtual int64_t correct() const = 0;
+  // Top-1 class per sample (padding rows included).
+  virtual const std::vector<int32_t>& predictions() const = 0;
+  virtual int classes() const = 0;
+};
+
+}  // namespace dptrain

@@ -1,0 +1,107 @@
+// Convolution: kernel, stride, padding, dilation and groups (group ==
+// channels is depthwise), optional bias, optional fused activation.
+#include "core/engine.h"
+#include "core/error.h"
+#include "core/layers/layers.h"
+#include "core/layers/weighted_layer.h"
+
+namespace dptrain {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+class ConvolutionLayer : public WeightedLayer {
+ public:
+  using WeightedLayer::WeightedLayer;
+
+  void setup(const std::vector<Blob*>& bottoms, Blob* top, SetupContext& ctx) override {
+    check_bottoms(bottoms, 1);
+    Blob& bottom = *bottoms[0];
+    check_rank(bottom, {4});
+    const ConvolutionParam& p = spec_.convolution();
+    const memory::dims in = bottom.dims();
+    const int64_t n = in[0], ic = in[1], ih = in[2], iw = in[3];
+    const int64_t oc = p.num_output(), k = p.kernel_size(), s = p.stride(), pad = p.pad(),
+                  dil = p.dilation(), g = p.group();
+    if (oc <= 0) throw UserError(error_prefix() + "convolution.num_output must be > 0");
+    if (k <= 0) throw UserError(error_prefix() + "convolution.kernel_size must be > 0");
+    if (s <= 0 || pad < 0 || dil <= 0) {
+      throw UserError(error_prefix() + "needs stride >= 1, pad >= 0, dilation >= 1");
+    }
+    if (g <= 0 || ic % g != 0 || oc % g != 0) {
+      throw UserError(error_prefix() + "group " + std::to_string(g) + " must divide the " +
+                      std::to_string(ic) + " input and " + std::to_string(oc) +
+                      " output channels");
+    }
+    const int64_t span = (k - 1) * dil + 1;
+    if (ih + 2 * pad < span || iw + 2 * pad < span) {
+      throw UserError(error_prefix() + "kernel span " + std::to_string(span) +
+                      " is larger than the padded input " + std::to_string(ih + 2 * pad) + "x" +
+                      std::to_string(iw + 2 * pad));
+    }
+    const int64_t oh = (ih + 2 * pad - span) / s + 1, ow = (iw + 2 * pad - span) / s + 1;
+    const memory::dims strides{s, s}, dilates{dil - 1, dil - 1}, pad_l{pad, pad};
+    // Right padding that makes the output size exact when the stride does
+    // not divide the input (the last rows are dropped, as in PyTorch).
+    const memory::dims pad_r{(oh - 1) * s + span - ih - pad, (ow - 1) * s + span - iw - pad};
+    const memory::dims wdims =
+        g > 1 ? memory::dims{g, oc / g, ic / g, k, k} : memory::dims{oc, ic, k, k};
+    const memory::desc any_src({n, ic, ih, iw}, dt::f32, tag::any);
+    const memory::desc any_dst({n, oc, oh, ow}, dt::f32, tag::any);
+    const memory::desc any_w(wdims, dt::f32, tag::any);
+    const memory::desc b = p.bias() ? memory::desc({oc}, dt::f32, tag::a) : memory::desc();
+    const auto algo = dnnl::algorithm::convolution_direct;
+    const auto attr = forward_attr();
+    auto& eng = cpu_engine();
+
+    // Prefer the layouts already in play (the bottom's for the input, the
+    // forward's for backward) so that no reorder runs per step.
+    using Fwd = dnnl::convolution_forward;
+    auto fwd_with = [&](const memory::desc& src) {
+      return [&, src] {
+        return Fwd::primitive_desc({dnnl::prop_kind::forward_training, algo, src, any_w, b,
+                                    any_dst, strides, dilates, pad_l, pad_r},
+                                   attr, eng);
+      };
+    };
+    const auto fwd = first_fast<Fwd::primitive_desc>(fwd_with(bottom.desc()), fwd_with(any_src));
+
+    using Bww = dnnl::convolution_backward_weights;
+    auto bww_with = [&](const memory::desc& src, const memory::desc& w, const memory::desc& dst) {
+      return [&, src, w, dst] {
+        return Bww::primitive_desc({algo, src, w, b, dst, strides, dilates, pad_l, pad_r},
+                                   default_attr(), eng, fwd);
+      };
+    };
+    const auto bww = first_fast<Bww::primitive_desc>(
+        bww_with(fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc()),
+        bww_with(any_src, any_w, any_dst));
+
+    dnnl::primitive_desc bwd;
+    if (bottom.needs_grad) {
+      using Bwd = dnnl::convolution_backward_data;
+      auto bwd_with = [&](const memory::desc& src, const memory::desc& dst) {
+        return [&, src, dst] {
+          return Bwd::primitive_desc({algo, src, any_w, dst, strides, dilates, pad_l, pad_r},
+                                     default_attr(), eng, fwd);
+        };
+      };
+      bwd = first_fast<Bwd::primitive_desc>(bwd_with(bottom.desc(), fwd.dst_desc()),
+                                            bwd_with(any_src, any_dst));
+    }
+    const ParamInit init{ParamInit::Kind::kRandom, p.weight_init(), ic / g * k * k,
+                         oc / g * k * k};
+    bind(bottom, top, ctx, {fwd, bww, bwd}, {wdims, dt::f32, g > 1 ? tag::goihw : tag::oihw},
+         {oc, ic / g, k, k}, init, p.bias());
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_convolution(const LayerSpec& spec) {
+  return std::make_unique<ConvolutionLayer>(spec);
+}
+
+}  // namespace dptrain

@@ -1,0 +1,87 @@
+// MaxPool and AvgPool. Max pooling keeps oneDNN's workspace (where each
+// maximum came from) from forward for backward.
+#include "core/engine.h"
+#include "core/error.h"
+#include "core/layer.h"
+#include "core/layers/layers.h"
+#include "core/primitive.h"
+
+namespace dptrain {
+namespace {
+
+using dnnl::memory;
+
+class PoolingLayer : public Layer {
+ public:
+  using Layer::Layer;
+
+  void setup(const std::vector<Blob*>& bottoms, Blob* top, SetupContext& ctx) override {
+    check_bottoms(bottoms, 1);
+    Blob& bottom = *bottoms[0];
+    check_rank(bottom, {4});
+    const PoolingParam& p = spec_.pooling();
+    const int64_t k = p.kernel_size(), s = p.has_stride() ? p.stride() : k, pad = p.pad();
+    if (k <= 0) throw UserError(error_prefix() + "pooling.kernel_size must be > 0");
+    if (s <= 0 || pad < 0) throw UserError(error_prefix() + "needs stride >= 1 and pad >= 0");
+    if (pad * 2 > k) throw UserError(error_prefix() + "pad must be at most half the kernel");
+    const memory::dims in = bottom.dims();
+    if (in[2] + 2 * pad < k || in[3] + 2 * pad < k) {
+      throw UserError(error_prefix() + "kernel " + std::to_string(k) + " is larger than the input " +
+                      std::to_string(in[2]) + "x" + std::to_string(in[3]));
+    }
+    const int64_t oh = (in[2] + 2 * pad - k) / s + 1, ow = (in[3] + 2 * pad - k) / s + 1;
+    const memory::dims pad_r{(oh - 1) * s + k - in[2] - pad, (ow - 1) * s + k - in[3] - pad};
+    dnnl::algorithm algo = dnnl::algorithm::pooling_max;
+    if (type() == "AvgPool") {
+      algo = p.exclude_padding() ? dnnl::algorithm::pooling_avg_exclude_padding
+                                 : dnnl::algorithm::pooling_avg_include_padding;
+    }
+    const memory::desc dst_any({in[0], in[1], oh, ow}, memory::data_type::f32,
+                               memory::format_tag::any);
+    dnnl::pooling_forward::primitive_desc fwd_pd(
+        {dnnl::prop_kind::forward_training, algo, bottom.desc(), dst_any, {s, s}, {k, k},
+         {pad, pad}, pad_r},
+        default_attr(), cpu_engine());
+    ctx.define_top(top, fwd_pd.dst_desc());
+    if (algo == dnnl::algorithm::pooling_max) {
+      workspace_ = memory(fwd_pd.workspace_desc(), cpu_engine());
+    }
+    forward_ = BoundPrimitive(dnnl::pooling_forward(fwd_pd),
+                              {{DNNL_ARG_SRC, bottom.data},
+                               {DNNL_ARG_DST, top->data},
+                               {DNNL_ARG_WORKSPACE, workspace_},
+                               {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(fwd_pd)}});
+    describe_ = fwd_pd.impl_info_str();
+    if (!bottom.needs_grad) return;
+    dnnl::pooling_backward::primitive_desc bwd_pd(
+        {algo, bottom.desc(), top->desc(), {s, s}, {k, k}, {pad, pad}, pad_r}, default_attr(),
+        cpu_engine(), fwd_pd);
+    diff_src_ = Relayout::output(bwd_pd.diff_src_desc(), bottom.diff);
+    backward_ = BoundPrimitive(dnnl::pooling_backward(bwd_pd),
+                               {{DNNL_ARG_DIFF_DST, top->diff},
+                                {DNNL_ARG_DIFF_SRC, diff_src_.memory()},
+                                {DNNL_ARG_WORKSPACE, workspace_},
+                                {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bwd_pd)}});
+  }
+
+  void forward(bool) override { forward_.run(); }
+  void backward() override {
+    backward_.run();
+    diff_src_.run();
+  }
+  std::string describe() const override { return describe_; }
+
+ private:
+  memory workspace_;
+  BoundPrimitive forward_, backward_;
+  Relayout diff_src_;
+  std::string describe_;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_pooling(const LayerSpec& spec) {
+  return std::make_unique<PoolingLayer>(spec);
+}
+
+}  // namespace dptrain

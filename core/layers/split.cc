@@ -1,0 +1,52 @@
+// Where one blob feeds several layers, the net gives each reader its own
+// branch: a Split whose top shares the blob's storage but has a gradient of
+// its own. In backward the branch that runs first (the last one set up)
+// writes the blob's gradient and the others add to it.
+#include "core/engine.h"
+#include "core/layer.h"
+#include "core/layers/layers.h"
+#include "core/primitive.h"
+
+namespace dptrain {
+namespace {
+
+class SplitLayer : public Layer {
+ public:
+  using Layer::Layer;
+
+  void setup(const std::vector<Blob*>& bottoms, Blob* top, SetupContext& ctx) override {
+    bottom_ = bottoms[0];
+    ctx.share_top(top, *bottom_);
+    branch_ = bottom_->split_branches++;
+    if (!bottom_->needs_grad) return;
+    copy_ = make_reorder(top->diff, bottom_->diff);
+    dnnl::primitive_attr accumulate;
+    dnnl::post_ops ops;
+    ops.append_sum(1.f);
+    accumulate.set_post_ops(ops);
+    dnnl::reorder::primitive_desc pd(top->diff, bottom_->diff, accumulate);
+    add_ = BoundPrimitive(dnnl::reorder(pd), {{DNNL_ARG_FROM, top->diff}, {DNNL_ARG_TO, bottom_->diff}});
+  }
+
+  void forward(bool) override {}
+  void backward() override {
+    if (branch_ == bottom_->split_branches - 1) {
+      copy_.run();
+    } else {
+      add_.run();
+    }
+  }
+
+ private:
+  Blob* bottom_ = nullptr;
+  int branch_ = 0;
+  BoundPrimitive copy_, add_;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_split(const LayerSpec& spec) {
+  return std::make_unique<SplitLayer>(spec);
+}
+
+}  // namespace dptrain

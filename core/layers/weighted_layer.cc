@@ -1,0 +1,106 @@
+#include "core/layers/weighted_layer.h"
+
+#include "core/engine.h"
+
+namespace dptrain {
+
+using dnnl::memory;
+
+bool WeightedLayer::fuse_activation(const Activation& act) {
+  activation_ = act;
+  fused_ = act.type;
+  return true;
+}
+
+dnnl::primitive_attr WeightedLayer::forward_attr() const {
+  dnnl::primitive_attr attr = default_attr();
+  if (activation_) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.f, activation_->forward, activation_->alpha, 0.f);
+    attr.set_post_ops(ops);
+  }
+  return attr;
+}
+
+void WeightedLayer::bind(Blob& bottom, Blob* top, SetupContext& ctx, const Primitives& pds,
+                         const memory::desc& weights_plain, const memory::dims& export_dims,
+                         const ParamInit& init, bool bias) {
+  const auto& fwd = pds.forward;
+  weights_ = ctx.add_param("weight", weights_plain, fwd.weights_desc(), export_dims, init);
+  params_.push_back(weights_);
+  if (bias) {
+    bias_ = ctx.add_param("bias", fwd.weights_desc(1), fwd.weights_desc(1), {export_dims[0]}, {});
+    params_.push_back(bias_);
+  }
+  ctx.define_top(top, fwd.dst_desc());
+  src_ = Relayout::input(bottom.data, fwd.src_desc());
+  forward_ = BoundPrimitive(dnnl::primitive(fwd), {{DNNL_ARG_SRC, src_.memory()},
+                                                   {DNNL_ARG_WEIGHTS, weights_->value},
+                                                   {DNNL_ARG_BIAS, bias ? bias_->value : memory()},
+                                                   {DNNL_ARG_DST, top->data},
+                                                   {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(fwd)}});
+  describe_ = "fwd " + std::string(fwd.impl_info_str()) + " src " + layout_name(fwd.src_desc()) +
+              " wei " + layout_name(fwd.weights_desc());
+
+  if (activation_) {
+    // The fused activation's gradient, from the activated output alone, in
+    // place on the top's gradient.
+    const memory::desc md = top->desc();
+    dnnl::eltwise_forward::primitive_desc hint(
+        {dnnl::prop_kind::forward_training, activation_->backward, md, activation_->alpha, 0.f},
+        cpu_engine());
+    dnnl::eltwise_backward::primitive_desc pd(
+        {activation_->backward, md, md, activation_->alpha, 0.f}, default_attr(), cpu_engine(),
+        hint);
+    activation_backward_ = BoundPrimitive(dnnl::eltwise_backward(pd),
+                                          {{DNNL_ARG_DST, top->data},
+                                           {DNNL_ARG_DIFF_DST, top->diff},
+                                           {DNNL_ARG_DIFF_SRC, top->diff},
+                                           {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd)}});
+  }
+
+  const auto& bww = pds.backward_weights;
+  bww_src_ = Relayout::input(src_.memory(), bww.src_desc());
+  bww_diff_dst_ = Relayout::input(top->diff, bww.diff_dst_desc());
+  diff_weights_ = Relayout::output(bww.diff_weights_desc(), weights_->grad);
+  backward_weights_ = BoundPrimitive(dnnl::primitive(bww),
+                                     {{DNNL_ARG_SRC, bww_src_.memory()},
+                                      {DNNL_ARG_DIFF_DST, bww_diff_dst_.memory()},
+                                      {DNNL_ARG_DIFF_WEIGHTS, diff_weights_.memory()},
+                                      {DNNL_ARG_DIFF_BIAS, bias ? bias_->grad : memory()},
+                                      {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bww)}});
+  describe_ += " bwd_w " + std::string(bww.impl_info_str());
+
+  const auto& bwd = pds.backward_data;
+  if (!bwd) return;
+  bwd_weights_ = Relayout::input(weights_->value, bwd.weights_desc());
+  bwd_diff_dst_ = Relayout::input(top->diff, bwd.diff_dst_desc());
+  diff_src_ = Relayout::output(bwd.diff_src_desc(), bottom.diff);
+  backward_data_ = BoundPrimitive(dnnl::primitive(bwd),
+                                  {{DNNL_ARG_DIFF_DST, bwd_diff_dst_.memory()},
+                                   {DNNL_ARG_WEIGHTS, bwd_weights_.memory()},
+                                   {DNNL_ARG_DIFF_SRC, diff_src_.memory()},
+                                   {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bwd)}});
+  describe_ += " bwd_d " + std::string(bwd.impl_info_str());
+}
+
+void WeightedLayer::forward(bool) {
+  src_.run();
+  forward_.run();
+}
+
+void WeightedLayer::backward() {
+  if (activation_backward_) activation_backward_.run();
+  if (backward_data_) {
+    bwd_weights_.run();
+    bwd_diff_dst_.run();
+    backward_data_.run();
+    diff_src_.run();
+  }
+  bww_src_.run();
+  bww_diff_dst_.run();
+  backward_weights_.run();
+  diff_weights_.run();
+}
+
+}  // namespace dptrain

@@ -1,0 +1,50 @@
+// What Convolution and InnerProduct share: weights and an optional bias,
+// an optional fused activation, and the same three primitives (forward,
+// backward-data, backward-weights) bound to the same tensors. A subclass
+// validates shapes and chooses the primitive descriptors; this class
+// declares the parameters, binds and runs them.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "core/layer.h"
+#include "core/primitive.h"
+
+namespace dptrain {
+
+class WeightedLayer : public Layer {
+ public:
+  using Layer::Layer;
+
+  bool fuse_activation(const Activation& act) override;
+  void forward(bool training) override;
+  void backward() override;
+  std::string describe() const override { return describe_; }
+
+ protected:
+  // Forward attributes: the shared scratchpad and the fused activation.
+  dnnl::primitive_attr forward_attr() const;
+
+  struct Primitives {
+    dnnl::primitive_desc forward;
+    dnnl::primitive_desc backward_weights;
+    dnnl::primitive_desc backward_data;  // empty when the bottom needs no gradient
+  };
+  // weights_plain: the user-facing layout; export_dims: the shape written to
+  // weight files.
+  void bind(Blob& bottom, Blob* top, SetupContext& ctx, const Primitives& pds,
+            const dnnl::memory::desc& weights_plain, const dnnl::memory::dims& export_dims,
+            const ParamInit& init, bool bias);
+
+  std::optional<Activation> activation_;
+
+ private:
+  Param* weights_ = nullptr;
+  Param* bias_ = nullptr;
+  Relayout src_, bww_src_, bww_diff_dst_, diff_weights_, bwd_weights_, bwd_diff_dst_, diff_src_;
+  BoundPrimitive forward_, activation_backward_, backward_weights_, backward_data_;
+  std::string describe_;
+};
+
+}  // namespace dptrain

@@ -1,0 +1,255 @@
+#include "core/net.h"
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+
+#include "core/engine.h"
+#include "core/error.h"
+#include "core/primitive.h"
+
+namespace dptrain {
+namespace {
+
+struct Node {
+  LayerSpec spec;  // bottoms and top resolved
+  std::optional<Activation> fused;
+};
+
+// Fills in the default bottoms and tops and checks that every name refers
+// to a blob written earlier.
+std::vector<Node> resolve(const NetSpec& spec) {
+  if (spec.layer_size() == 0) throw UserError("net: has no layers");
+  std::vector<Node> nodes;
+  std::set<std::string> names;
+  std::set<std::string> blobs = {"data", "label"};
+  std::string previous = "data";
+  for (const LayerSpec& layer : spec.layer()) {
+    Node node{layer, std::nullopt};
+    LayerSpec& s = node.spec;
+    if (s.name().empty()) throw UserError("net: layer " + std::to_string(nodes.size()) + " has no name");
+    if (!names.insert(s.name()).second) throw UserError("net: two layers are named '" + s.name() + "'");
+    if (s.bottom_size() == 0) s.add_bottom(previous);
+    if (s.type() == "SoftmaxCrossEntropy" && s.bottom_size() == 1) s.add_bottom("label");
+    if (!s.has_top()) s.set_top(s.name());
+    for (const std::string& b : s.bottom()) {
+      if (!blobs.count(b)) {
+        throw UserError("layer '" + s.name() + "': bottom '" + b +
+                        "' is not written by any earlier layer (nor is it data or label)");
+      }
+    }
+    if (!blobs.insert(s.top()).second) {
+      throw UserError("layer '" + s.name() + "': top '" + s.top() + "' is already written by another layer");
+    }
+    previous = s.top();
+    nodes.push_back(std::move(node));
+  }
+  return nodes;
+}
+
+std::map<std::string, int> count_consumers(const std::vector<Node>& nodes) {
+  std::map<std::string, int> count;
+  for (const Node& n : nodes) {
+    for (const std::string& b : n.spec.bottom()) ++count[b];
+  }
+  return count;
+}
+
+bool can_fuse(const std::string& producer, const Activation& act) {
+  if (producer == "Convolution" || producer == "InnerProduct") return true;
+  // oneDNN's batch normalization folds in a plain ReLU only.
+  return producer == "BatchNorm" && act.type == "ReLU";
+}
+
+// Folds activations into their producers and drops a Flatten in front of an
+// InnerProduct, when the intermediate blob has no other reader.
+std::vector<Node> fuse(std::vector<Node> nodes) {
+  for (size_t j = 0; j < nodes.size(); ++j) {
+    auto consumers = count_consumers(nodes);
+    Node& n = nodes[j];
+    const auto act = activation_of(n.spec);
+    const bool flatten_into_ip = n.spec.type() == "InnerProduct";
+    if (!act && !flatten_into_ip) continue;
+    if (n.spec.bottom_size() != 1) continue;
+    const std::string in = n.spec.bottom(0);
+    auto producer = std::find_if(nodes.begin(), nodes.begin() + static_cast<long>(j),
+                                 [&](const Node& p) { return p.spec.top() == in; });
+    if (producer == nodes.begin() + static_cast<long>(j) || consumers[in] != 1) continue;
+    if (act) {
+      if (producer->fused || !can_fuse(producer->spec.type(), *act)) continue;
+      producer->fused = act;
+      producer->spec.set_top(n.spec.top());
+      nodes.erase(nodes.begin() + static_cast<long>(j));
+      --j;
+    } else if (producer->spec.type() == "Flatten" && producer->spec.bottom_size() == 1) {
+      n.spec.set_bottom(0, producer->spec.bottom(0));
+      nodes.erase(producer);
+      --j;
+    }
+  }
+  return nodes;
+}
+
+// A blob read by several layers gets a Split per reader, so that every
+// gradient has exactly one writer; the Splits sum them.
+std::vector<Node> insert_splits(std::vector<Node> nodes) {
+  auto consumers = count_consumers(nodes);
+  std::map<std::string, int> branches;
+  std::vector<Node> out;
+  auto add_splits = [&](const std::string& blob) {
+    for (int i = 0; consumers[blob] > 1 && i < consumers[blob]; ++i) {
+      Node split;
+      split.spec.set_name(blob + "/split" + std::to_string(i));
+      split.spec.set_type("Split");
+      split.spec.add_bottom(blob);
+      split.spec.set_top(split.spec.name());
+      out.push_back(split);
+    }
+  };
+  add_splits("data");
+  for (Node& n : nodes) {
+    for (int i = 0; i < n.spec.bottom_size(); ++i) {
+      const std::string b = n.spec.bottom(i);
+      if (consumers[b] > 1) n.spec.set_bottom(i, b + "/split" + std::to_string(branches[b]++));
+    }
+    out.push_back(n);
+    add_splits(n.spec.top());
+  }
+  return out;
+}
+
+}  // namespace
+
+Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t seed,
+         ReplicaReducer* replica_reducer)
+    : input_dims_(input_dims) {
+  using tag = dnnl::memory::format_tag;
+  using dt = dnnl::memory::data_type;
+  state_.seed = seed;
+  state_.valid = input_dims[0];
+  state_.replica_reducer = replica_reducer;
+
+  std::vector<Node> nodes = insert_splits(fuse(resolve(spec)));
+  if (nodes.back().spec.type() != "SoftmaxCrossEntropy") {
+    throw UserError("net: the last layer must be the loss (SoftmaxCrossEntropy), not '" +
+                    nodes.back().spec.name() + "'");
+  }
+  auto consumers = count_consumers(nodes);
+  for (const Node& n : nodes) {
+    if (&n != &nodes.back() && consumers[n.spec.top()] == 0) {
+      throw UserError("layer '" + n.spec.name() + "': its top '" + n.spec.top() +
+                      "' is read by no later layer");
+    }
+  }
+
+  SetupContext::Pending pending;
+  auto make_blob = [&](const std::string& name, bool needs_grad) {
+    auto blob = std::make_unique<Blob>();
+    blob->name = name;
+    blob->needs_grad = needs_grad;
+    Blob* raw = blob.get();
+    blobs_[name] = std::move(blob);
+    return raw;
+  };
+  Blob* data = make_blob("data", false);
+  data->data = dnnl::memory({input_dims, dt::f32, tag::nchw}, cpu_engine(), DNNL_MEMORY_NONE);
+  Blob* label = make_blob("label", false);
+  label->data = dnnl::memory({{input_dims[0]}, dt::s32, tag::a}, cpu_engine(), DNNL_MEMORY_NONE);
+  pending.arena = {data->data, label->data};
+
+  for (Node& n : nodes) {
+    std::unique_ptr<Layer> layer = create_layer(n.spec);
+    if (n.fused && !layer->fuse_activation(*n.fused)) {
+      throw std::logic_error("layer refused a fusion it was offered: " + n.spec.name());
+    }
+    std::vector<Blob*> bottoms;
+    bool any_bottom_grad = false;
+    for (const std::string& b : n.spec.bottom()) {
+      bottoms.push_back(blobs_.at(b).get());
+      any_bottom_grad |= bottoms.back()->needs_grad;
+    }
+    const bool is_loss = &n == &nodes.back();
+    const bool params = layer_has_params(n.spec.type());
+    Blob* top = make_blob(n.spec.top(), !is_loss && (params || any_bottom_grad));
+    layer->bottom_names_.assign(n.spec.bottom().begin(), n.spec.bottom().end());
+    layer->top_name_ = n.spec.top();
+
+    SetupContext ctx(state_, store_, n.spec.name());
+    layer->setup(bottoms, top, ctx);
+    auto& p = ctx.pending();
+    pending.arena.insert(pending.arena.end(), p.arena.begin(), p.arena.end());
+    pending.views.insert(pending.views.end(), p.views.begin(), p.views.end());
+    pending.scratchpads.insert(pending.scratchpads.end(), p.scratchpads.begin(), p.scratchpads.end());
+    pending.scratchpad_bytes = std::max(pending.scratchpad_bytes, p.scratchpad_bytes);
+
+    runs_backward_.push_back(params || any_bottom_grad);
+    tops_.push_back(top);
+    layers_.push_back(std::move(layer));
+  }
+  loss_ = dynamic_cast<LossLayer*>(layers_.back().get());
+
+  // One arena for all blobs, in cache-line-aligned slots.
+  auto slot = [](size_t bytes) { return (bytes + 63) / 64 * 64; };
+  size_t total = 0;
+  for (const auto& m : pending.arena) total += slot(m.get_desc().get_size());
+  arena_ = AlignedFloats(total / sizeof(float));
+  char* base = reinterpret_cast<char*>(arena_.data());
+  for (auto& m : pending.arena) {
+    m.set_data_handle(base);
+    base += slot(m.get_desc().get_size());
+  }
+  for (auto& [from, view] : pending.views) view.set_data_handle(from.get_data_handle());
+  scratchpad_ = AlignedFloats((pending.scratchpad_bytes + 3) / 4);
+  for (auto& m : pending.scratchpads) m.set_data_handle(scratchpad_.data());
+  store_.allocate(seed);
+}
+
+void Net::set_input(const float* images, const int32_t* labels, int64_t valid) {
+  blobs_.at("data")->data.set_data_handle(const_cast<float*>(images));
+  blobs_.at("label")->data.set_data_handle(const_cast<int32_t*>(labels));
+  state_.valid = valid;
+}
+
+void Net::forward(bool training) {
+  for (auto& layer : layers_) layer->forward(training);
+  cpu_stream().wait();
+}
+
+void Net::backward(const GradsFinal* on_grads_final) {
+  for (size_t i = layers_.size(); i-- > 0;) {
+    if (!runs_backward_[i]) continue;
+    Layer& layer = *layers_[i];
+    layer.backward();
+    if (on_grads_final && !layer.params().empty()) {
+      cpu_stream().wait();
+      (*on_grads_final)(layer.params().front()->offset);
+    }
+  }
+  cpu_stream().wait();
+}
+
+const Blob& Net::blob(const std::string& name) const {
+  auto it = blobs_.find(name);
+  if (it == blobs_.end()) throw UserError("net: no blob named '" + name + "'");
+  return *it->second;
+}
+
+std::string Net::summary() const {
+  std::ostringstream out;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = *layers_[i];
+    const auto md = tops_[i]->desc();
+    std::string shape;
+    for (auto d : md.dims()) shape += (shape.empty() ? "" : "x") + std::to_string(d);
+    out << l.name() << " (" << l.type() << (l.fused().empty() ? "" : "+" + l.fused()) << ") -> "
+        << shape << " " << layout_name(md);
+    const std::string d = l.describe();
+    if (!d.empty()) out << "  " << d;
+    out << "\n";
+  }
+  out << "parameters: " << store_.size() << " floats in " << store_.params().size()
+      << " tensors; activations: " << arena_.size() * sizeof(float) / 1024 << " KiB";
+  return out.str();
+}
+
+}  // namespace dptrain

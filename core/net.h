@@ -1,0 +1,64 @@
+// A net built from a NetSpec for one fixed input shape: the layer graph
+// (walkable, in execution order), its blobs, and its parameters in one flat
+// store. Owns every primitive and every byte it runs on; forward() and
+// backward() allocate nothing.
+//
+// Building also rewrites the graph for speed: an activation that follows a
+// Convolution or InnerProduct (or a ReLU after BatchNorm) is fused into it,
+// a Flatten in front of an InnerProduct is dropped (it reads any layout),
+// and a blob read by several layers gets a Split whose backward sums their
+// gradients.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/layer.h"
+#include "core/param_store.h"
+
+namespace dptrain {
+
+class Net {
+ public:
+  // input_dims: {N, C, H, W} of the batch one replica sees.
+  Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t seed,
+      ReplicaReducer* replica_reducer = nullptr);
+
+  // Points the inputs at a batch (NCHW floats, N labels); only the first
+  // `valid` samples count in the loss and the metrics.
+  void set_input(const float* images, const int32_t* labels, int64_t valid);
+
+  void forward(bool training);
+  // Called after each layer's backward with the offset into the gradient
+  // store from which on all gradients are final (they fill up from the end).
+  using GradsFinal = std::function<void(size_t offset)>;
+  void backward(const GradsFinal* on_grads_final = nullptr);
+
+  NetState& state() { return state_; }
+  ParamStore& params() { return store_; }
+  const ParamStore& params() const { return store_; }
+  const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }
+  const Blob& blob(const std::string& name) const;
+  const LossLayer& loss_layer() const { return *loss_; }
+  const dnnl::memory::dims& input_dims() const { return input_dims_; }
+
+  // One line per layer: type, top shape and layout, primitive choices.
+  std::string summary() const;
+
+ private:
+  dnnl::memory::dims input_dims_;
+  NetState state_;
+  ParamStore store_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::vector<bool> runs_backward_;
+  std::map<std::string, std::unique_ptr<Blob>> blobs_;
+  std::vector<Blob*> tops_;
+  LossLayer* loss_ = nullptr;
+  AlignedFloats arena_;
+  AlignedFloats scratchpad_;
+};
+
+}  // namespace dptrain
