@@ -1,0 +1,49 @@
+// Labelled image datasets in memory: the IDX (MNIST / Fashion-MNIST) and
+// CIFAR-10 binary readers and a synthetic generator for tests. Every rank
+// reads the whole dataset; the sampler and the BatchLoader pick from it.
+// A damaged or missing file is a UserError naming the file, never a crash.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/dptrain.pb.h"
+
+namespace dptrain {
+
+// Labelled images kept as uint8 (CHW per sample) to keep memory small;
+// normalised on the fly by the loader.
+struct Dataset {
+  int channels = 0, height = 0, width = 0, classes = 0;
+  std::vector<uint8_t> pixels;  // size() * C*H*W
+  std::vector<int32_t> labels;  // in [0, classes)
+  int64_t size() const;
+  int64_t sample_size() const;  // C*H*W
+};
+
+struct DatasetSplits {
+  Dataset train, test;
+};
+
+// Reads the splits named by spec:
+//  IDX: train-images-idx3-ubyte, train-labels-idx1-ubyte,
+//    t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte in spec.path(), each
+//    raw or gzip-compressed with a .gz suffix (the raw file wins if both
+//    exist);
+//  CIFAR10: data_batch_1..5.bin and test_batch.bin in spec.path() (or in
+//    its cifar-10-batches-bin/, where the official archive unpacks);
+//  SYNTHETIC: per spec.synthetic(), generated from `seed` (each class a
+//    fixed random template, each sample its template plus Gaussian noise),
+//    so a small net can learn it; deterministic in the seed.
+// Then keeps the first spec.train_limit() / spec.test_limit() samples
+// (0 = all). classes is 10 for IDX and CIFAR10.
+DatasetSplits load_dataset(const DataSpec& spec, uint64_t seed);
+
+// Lower-level readers, for tests and tools. Files are read through zlib's
+// gz* API, which reads gzip and raw files alike whatever their names.
+Dataset read_idx(const std::string& images_path, const std::string& labels_path);
+// Concatenates the 3073-byte records (label, then 3x32x32 CHW) of all files.
+Dataset read_cifar10(const std::vector<std::string>& batch_paths);
+
+}  // namespace dptrain

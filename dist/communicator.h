@@ -1,0 +1,51 @@
+// MPI for the rest of dptrain: initialised and finalised by one RAII
+// object, every call checked. A failed call throws MpiError naming the rank
+// and the call; main() turns any uncaught error on any rank into
+// MPI_Abort, so the whole job ends with that message instead of hanging.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace dptrain {
+
+class MpiError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Communicator {
+ public:
+  Communicator(int* argc, char*** argv);
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  // Rank among the processes on this node, and how many there are.
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+  MPI_Comm comm() const { return MPI_COMM_WORLD; }
+
+  void allreduce_sum(float* data, size_t count) const;
+  void allreduce_sum(double* data, size_t count) const;
+  void allreduce_sum(int64_t* data, size_t count) const;
+  void allreduce_max(double* data, size_t count) const;
+  void broadcast(void* data, size_t bytes, int root = 0) const;
+  void barrier() const;
+
+  // Ends every rank of the job with `code` after printing `message`.
+  [[noreturn]] void abort(const std::string& message, int code) const;
+
+ private:
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
+};
+
+// Throws MpiError for a failed MPI call (what, on which rank).
+void check_mpi(int status, const char* call, int rank);
+
+}  // namespace dptrain
