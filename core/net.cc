@@ -152,7 +152,10 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
     return raw;
   };
   Blob* data = make_blob("data", false);
-  data->data = dnnl::memory({input_dims, dt::f32, tag::nchw}, cpu_engine(), DNNL_MEMORY_NONE);
+  // With one channel NCHW and NHWC are the same bytes; NHWC lets the first
+  // convolution's backward-weights run its fast channels-last kernel.
+  const tag input_tag = input_dims[1] == 1 ? tag::nhwc : tag::nchw;
+  data->data = dnnl::memory({input_dims, dt::f32, input_tag}, cpu_engine(), DNNL_MEMORY_NONE);
   Blob* label = make_blob("label", false);
   label->data = dnnl::memory({{input_dims[0]}, dt::s32, tag::a}, cpu_engine(), DNNL_MEMORY_NONE);
   pending.arena = {data->data, label->data};

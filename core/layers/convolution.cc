@@ -75,9 +75,18 @@ class ConvolutionLayer : public WeightedLayer {
                                    default_attr(), eng, fwd);
       };
     };
-    const auto bww = first_fast<Bww::primitive_desc>(
-        bww_with(fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc()),
-        bww_with(any_src, any_w, any_dst));
+    // Few input channels waste most of a channel-blocked kernel on padding;
+    // channels-last is the fast layout for them.
+    const memory::desc nhwc_src({n, ic, ih, iw}, dt::f32, tag::nhwc);
+    const memory::desc nhwc_dst({n, oc, oh, ow}, dt::f32, tag::nhwc);
+    const bool few_channels = ic / g < 8;
+    const auto bww = few_channels
+        ? first_fast<Bww::primitive_desc>(bww_with(nhwc_src, any_w, nhwc_dst),
+                                          bww_with(fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc()),
+                                          bww_with(any_src, any_w, any_dst))
+        : first_fast<Bww::primitive_desc>(
+              bww_with(fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc()),
+              bww_with(any_src, any_w, any_dst));
 
     dnnl::primitive_desc bwd;
     if (bottom.needs_grad) {
