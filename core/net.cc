@@ -219,13 +219,17 @@ void Net::forward(bool training) {
 }
 
 void Net::backward(const GradsFinal* on_grads_final) {
+  size_t final_from = store_.size();
   for (size_t i = layers_.size(); i-- > 0;) {
     if (!runs_backward_[i]) continue;
     Layer& layer = *layers_[i];
     layer.backward();
-    if (on_grads_final && !layer.params().empty()) {
+    if (!layer.params().empty()) final_from = layer.params().front()->offset;
+    // Called after every layer, also those without parameters: each call is
+    // a chance for the reducer to move communication along.
+    if (on_grads_final) {
       cpu_stream().wait();
-      (*on_grads_final)(layer.params().front()->offset);
+      (*on_grads_final)(final_from);
     }
   }
   cpu_stream().wait();

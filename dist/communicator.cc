@@ -1,5 +1,6 @@
 #include "dist/communicator.h"
 
+#include <chrono>
 #include <climits>
 #include <cstdio>
 
@@ -33,36 +34,71 @@ Communicator::~Communicator() { MPI_Finalize(); }
 
 namespace {
 int count_of(size_t count, int rank) {
-  if (count > static_cast<size_t>(INT_MAX)) throw MpiError("rank " + std::to_string(rank) + ": message too large");
+  if (count > static_cast<size_t>(INT_MAX)) {
+    throw MpiError("rank " + std::to_string(rank) + ": message too large for one MPI call");
+  }
   return static_cast<int>(count);
 }
 }  // namespace
 
+void Communicator::wait(MPI_Request& request, const char* what) const {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  int done = 0;
+  while (true) {
+    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test", rank_);
+    if (done) return;
+    if (std::chrono::duration<double>(Clock::now() - t0).count() > stall_timeout_s_) {
+      throw MpiError("rank " + std::to_string(rank_) + ": waited " +
+                     std::to_string(static_cast<int>(stall_timeout_s_)) + " s in " + what +
+                     "; another rank has stalled, died or is out of step");
+    }
+  }
+}
+
+void Communicator::allreduce(void* data, size_t count, MPI_Datatype type, MPI_Op op) const {
+  if (size_ == 1) return;
+  MPI_Request request;
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data, count_of(count, rank_), type, op, comm(), &request),
+            "MPI_Iallreduce", rank_);
+  wait(request, "an allreduce");
+}
+
 void Communicator::allreduce_sum(float* data, size_t count) const {
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, count_of(count, rank_), MPI_FLOAT, MPI_SUM, comm()),
-            "MPI_Allreduce", rank_);
+  allreduce(data, count, MPI_FLOAT, MPI_SUM);
 }
 
 void Communicator::allreduce_sum(double* data, size_t count) const {
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, count_of(count, rank_), MPI_DOUBLE, MPI_SUM, comm()),
-            "MPI_Allreduce", rank_);
+  allreduce(data, count, MPI_DOUBLE, MPI_SUM);
 }
 
 void Communicator::allreduce_sum(int64_t* data, size_t count) const {
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, count_of(count, rank_), MPI_INT64_T, MPI_SUM, comm()),
-            "MPI_Allreduce", rank_);
+  allreduce(data, count, MPI_INT64_T, MPI_SUM);
 }
 
 void Communicator::allreduce_max(double* data, size_t count) const {
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, count_of(count, rank_), MPI_DOUBLE, MPI_MAX, comm()),
-            "MPI_Allreduce", rank_);
+  allreduce(data, count, MPI_DOUBLE, MPI_MAX);
+}
+
+void Communicator::allreduce_min_max(int64_t* min, int64_t* max) const {
+  allreduce(min, 1, MPI_INT64_T, MPI_MIN);
+  allreduce(max, 1, MPI_INT64_T, MPI_MAX);
 }
 
 void Communicator::broadcast(void* data, size_t bytes, int root) const {
-  check_mpi(MPI_Bcast(data, count_of(bytes, rank_), MPI_BYTE, root, comm()), "MPI_Bcast", rank_);
+  if (size_ == 1) return;
+  MPI_Request request;
+  check_mpi(MPI_Ibcast(data, count_of(bytes, rank_), MPI_BYTE, root, comm(), &request), "MPI_Ibcast",
+            rank_);
+  wait(request, "a broadcast");
 }
 
-void Communicator::barrier() const { check_mpi(MPI_Barrier(comm()), "MPI_Barrier", rank_); }
+void Communicator::barrier() const {
+  if (size_ == 1) return;
+  MPI_Request request;
+  check_mpi(MPI_Ibarrier(comm(), &request), "MPI_Ibarrier", rank_);
+  wait(request, "a barrier");
+}
 
 void Communicator::abort(const std::string& message, int code) const {
   std::fprintf(stderr, "%s\n", message.c_str());

@@ -31,18 +31,27 @@ class Communicator {
   int local_size() const { return local_size_; }
   MPI_Comm comm() const { return MPI_COMM_WORLD; }
 
+  // Collectives in place. Each polls its request, so a rank whose peers
+  // never arrive throws MpiError after the stall timeout instead of hanging.
   void allreduce_sum(float* data, size_t count) const;
   void allreduce_sum(double* data, size_t count) const;
   void allreduce_sum(int64_t* data, size_t count) const;
   void allreduce_max(double* data, size_t count) const;
+  void allreduce_min_max(int64_t* min, int64_t* max) const;
   void broadcast(void* data, size_t bytes, int root = 0) const;
   void barrier() const;
+  // Waits for a request, polling; `what` names it in the stall message.
+  void wait(MPI_Request& request, const char* what) const;
+  void set_stall_timeout(double seconds) { stall_timeout_s_ = seconds; }
 
   // Ends every rank of the job with `code` after printing `message`.
   [[noreturn]] void abort(const std::string& message, int code) const;
 
  private:
+  void allreduce(void* data, size_t count, MPI_Datatype type, MPI_Op op) const;
+
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
+  double stall_timeout_s_ = 120;
 };
 
 // Throws MpiError for a failed MPI call (what, on which rank).

@@ -1,18 +1,97 @@
 #include "dist/gradient_reducer.h"
 
+#include <chrono>
+#include <string>
+
 namespace dptrain {
 
-GradientReducer::GradientReducer(const Communicator& comm, float* grads, size_t size)
-    : comm_(comm), grads_(grads), size_(size) {}
+GradientReducer::GradientReducer(const Communicator& comm, float* grads, size_t size,
+                                 const std::vector<size_t>& param_offsets, double bucket_mb,
+                                 bool overlap, int accumulate_steps, double timeout_s)
+    : comm_(comm), grads_(grads), size_(size), overlap_(overlap), timeout_s_(timeout_s) {
+  if (accumulate_steps > 1) bank_ = AlignedFloats(size);
+  if (!overlap) {
+    buckets_.push_back({0, size});
+    return;
+  }
+  const auto limit = static_cast<size_t>(bucket_mb * 1024 * 1024 / sizeof(float));
+  size_t end = size;
+  for (size_t i = param_offsets.size(); i-- > 0;) {
+    const size_t begin = param_offsets[i];
+    if (end - begin >= std::max<size_t>(limit, 1) || i == 0) {
+      buckets_.push_back({i == 0 ? 0 : begin, end});
+      end = begin;
+    }
+  }
+  if (buckets_.empty()) buckets_.push_back({0, size});
+}
 
-void GradientReducer::grads_final(size_t) {}
+void GradientReducer::accumulate() {
+  float* bank = bank_.data();
+  const bool first = !banked_;
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < size_; ++i) bank[i] = first ? grads_[i] : bank[i] + grads_[i];
+  banked_ = true;
+}
+
+void GradientReducer::start(Bucket& b) {
+  if (banked_) {
+    float* bank = bank_.data();
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = b.begin; i < b.end; ++i) grads_[i] += bank[i];
+  }
+  b.started = true;
+  if (comm_.size() == 1) return;
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, grads_ + b.begin, static_cast<int>(b.end - b.begin),
+                           MPI_FLOAT, MPI_SUM, comm_.comm(), &b.request),
+            "MPI_Iallreduce", comm_.rank());
+}
+
+void GradientReducer::progress() {
+  for (size_t i = 0; i < next_; ++i) {
+    if (buckets_[i].request == MPI_REQUEST_NULL) continue;
+    int done = 0;
+    check_mpi(MPI_Test(&buckets_[i].request, &done, MPI_STATUS_IGNORE), "MPI_Test", comm_.rank());
+  }
+}
+
+void GradientReducer::grads_final(size_t offset) {
+  if (!overlap_) return;
+  while (next_ < buckets_.size() && buckets_[next_].begin >= offset) start(buckets_[next_++]);
+  progress();
+}
 
 void GradientReducer::finish() {
+  while (next_ < buckets_.size()) start(buckets_[next_++]);
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  // Poll rather than block, so that a rank that never joins is reported
+  // instead of hanging the job.
+  for (Bucket& b : buckets_) {
+    int done = 0;
+    while (!done) {
+      check_mpi(MPI_Test(&b.request, &done, MPI_STATUS_IGNORE), "MPI_Test", comm_.rank());
+      if (!done && std::chrono::duration<double>(Clock::now() - t0).count() > timeout_s_) {
+        throw MpiError("rank " + std::to_string(comm_.rank()) + ": waited " +
+                       std::to_string(static_cast<int>(timeout_s_)) +
+                       " s for the gradient allreduce; another rank has stalled or died");
+      }
+    }
+    b.started = false;
+  }
+  wait_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
+  next_ = 0;
+  banked_ = false;
   if (comm_.size() == 1) return;
-  comm_.allreduce_sum(grads_, size_);
   const float scale = 1.f / static_cast<float>(comm_.size());
 #pragma omp parallel for simd schedule(static)
   for (size_t i = 0; i < size_; ++i) grads_[i] *= scale;
+}
+
+double GradientReducer::take_wait_seconds() {
+  const double w = wait_s_;
+  wait_s_ = 0;
+  return w;
 }
 
 }  // namespace dptrain

@@ -163,6 +163,7 @@ int main(int argc, char** argv) {
   };
   try {
     const TrainSpec spec = load_spec(args);
+    comm.set_stall_timeout(spec.runtime().stall_timeout_s());
     if (args.command == "train") {
       std::string dir = args.run_dir.empty() ? default_run_dir(spec, args.config) : args.run_dir;
       if (comm.rank() == 0) prepare_run_dir(dir);

@@ -88,6 +88,51 @@ class Json {
   std::string body_;
 };
 
+uint64_t fnv1a(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ULL) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+uint64_t fingerprint(const std::string& text) { return fnv1a(text.data(), text.size()); }
+
+uint64_t fingerprint(const Dataset& train, const Dataset& test) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (const Dataset* d : {&train, &test}) {
+    const int64_t shape[] = {d->size(), d->channels, d->height, d->width, d->classes};
+    h = fnv1a(shape, sizeof shape, h);
+    h = fnv1a(d->labels.data(), d->labels.size() * sizeof(int32_t), h);
+  }
+  return h;
+}
+
+// Ranks that would train different things must not start: they would
+// average gradients of different models or data, silently.
+void check_same_on_all_ranks(const Communicator& comm, uint64_t value, const std::string& what) {
+  int64_t lo = static_cast<int64_t>(value), hi = lo;
+  comm.allreduce_min_max(&lo, &hi);
+  if (lo != hi) {
+    throw UserError(what + " differs between ranks (this is rank " + std::to_string(comm.rank()) +
+                    "); every rank must see the same");
+  }
+}
+
+// The solver with the linear scaling rule applied: base_lr scaled by the
+// global batch over the reference batch, the warmup starting from the
+// unscaled rate.
+SolverSpec scaled_solver(const TrainSpec& spec) {
+  SolverSpec solver = spec.solver();
+  if (solver.lr_scaling() != SolverSpec::LINEAR) return solver;
+  const double factor = static_cast<double>(spec.data().batch_size()) /
+                        static_cast<double>(solver.lr_reference_batch());
+  solver.set_base_lr(static_cast<float>(solver.base_lr() * factor));
+  LrSchedule* schedule = solver.mutable_lr_schedule();
+  if (schedule->warmup_epochs() > 0 && !schedule->has_warmup_start_factor()) {
+    schedule->set_warmup_start_factor(static_cast<float>(std::min(1.0, 1.0 / factor)));
+  }
+  return solver;
+}
+
 }  // namespace
 
 int choose_threads(const TrainSpec& spec, const Communicator& comm) {
@@ -129,13 +174,24 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
     : s_(std::make_unique<State>(spec, comm, std::move(run_dir))) {
   State& s = *s_;
   omp_set_num_threads(choose_threads(spec, comm));
+  // data.path may differ (node-local copies); the data's own fingerprint is
+  // checked below.
+  TrainSpec comparable = spec;
+  comparable.mutable_data()->clear_path();
+  check_same_on_all_ranks(comm, fingerprint(to_text(comparable)), "the config (after --set overrides)");
   const DataSpec& d = spec.data();
   s.data = load_dataset(d, spec.seed());
   const Dataset& train = s.data.train;
+  check_same_on_all_ranks(comm, fingerprint(train, s.data.test), "the training and test data");
   s.norm = Normalization::from_spec(d, train.channels);
   s.sampler = std::make_unique<DistributedSampler>(train.size(), d.batch_size(), comm.rank(),
                                                    comm.size(), d.drop_last(), spec.seed());
-  const int64_t b = s.sampler->local_batch();
+  const int accumulate = spec.solver().accumulate_steps();
+  if (accumulate < 1 || s.sampler->local_batch() % accumulate != 0) {
+    throw UserError("solver.accumulate_steps " + std::to_string(accumulate) +
+                    " must divide the per-rank batch " + std::to_string(s.sampler->local_batch()));
+  }
+  const int64_t b = s.sampler->local_batch() / accumulate;
   s.replica_reducer = std::make_unique<MpiReplicaReducer>(comm);
   s.net = std::make_unique<Net>(spec.net(), dnnl::memory::dims{b, train.channels, train.height, train.width},
                                 spec.seed(), s.replica_reducer.get());
@@ -154,12 +210,17 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
   s.eval_loader = std::make_unique<BatchLoader>(s.data.test, s.norm, Augmentation(),
                                                 static_cast<int>(b), d.prefetch_batches(),
                                                 spec.seed());
-  const SolverSpec& solver = spec.solver();
+  const SolverSpec solver = scaled_solver(spec);
   s.total_steps = s.sampler->steps_per_epoch() * solver.epochs();
   if (solver.max_steps() > 0) s.total_steps = std::min(s.total_steps, solver.max_steps());
   s.optimizer = Optimizer::create(solver, p.size());
   s.schedule = std::make_unique<LrScheduler>(solver, s.sampler->steps_per_epoch(), s.total_steps);
-  s.reducer = std::make_unique<GradientReducer>(comm, p.grads(), p.size());
+  std::vector<size_t> offsets;
+  for (const auto& param : p.params()) offsets.push_back(param->offset);
+  const RuntimeSpec& rt = spec.runtime();
+  s.reducer = std::make_unique<GradientReducer>(comm, p.grads(), p.size(), offsets, rt.bucket_mb(),
+                                                rt.overlap_allreduce(), accumulate,
+                                                rt.stall_timeout_s());
 }
 
 Trainer::~Trainer() = default;
@@ -197,6 +258,7 @@ double Trainer::run() {
   ParamStore& params = net.params();
   const SolverSpec& solver = s.spec.solver();
   const RuntimeSpec& rt = s.spec.runtime();
+  const int accumulate = solver.accumulate_steps();
   const int64_t global_batch = s.spec.data().batch_size();
   const int64_t steps_per_epoch = s.sampler->steps_per_epoch();
   const bool tty = s.leader && isatty(STDOUT_FILENO);
@@ -245,26 +307,36 @@ double Trainer::run() {
     s.train_loader->start(epoch, s.sampler->epoch_indices(epoch), true);
     evaluated_last = false;
     for (int64_t i = 0; i < steps_per_epoch && step < s.total_steps; ++i) {
-      const Batch* batch = s.train_loader->next();
-      const Clock::time_point t0 = Clock::now();
       const float lr = s.schedule->lr(step);
-      net.set_input(batch->images, batch->labels, batch->count);
-      net.state().step = step;
-      net.forward(true);
-      net.backward(&on_grads);
+      float loss = 0;
+      int64_t correct = 0;
+      double compute = 0;
+      for (int micro = 0; micro < accumulate; ++micro) {
+        const Batch* batch = s.train_loader->next();
+        const Clock::time_point t0 = Clock::now();
+        net.set_input(batch->images, batch->labels, batch->count);
+        net.state().step = step * accumulate + micro;
+        net.forward(true);
+        const bool last = micro + 1 == accumulate;
+        net.backward(last ? &on_grads : nullptr);
+        if (!last) s.reducer->accumulate();
+        compute += seconds_since(t0);
+        loss += net.loss_layer().loss() / static_cast<float>(accumulate);
+        correct += net.loss_layer().correct();
+      }
+      const Clock::time_point t0 = Clock::now();
       s.reducer->finish();
       if (solver.clip_grad_norm() > 0) clip_grad_norm(params.grads(), params.size(), solver.clip_grad_norm());
       s.optimizer->step(params.values(), params.grads(), lr);
-      window_compute += seconds_since(t0);
+      window_compute += compute + seconds_since(t0);
       ++step;
 
-      const float loss = net.loss_layer().loss();
       if (!std::isfinite(loss)) {
         throw UserError("training diverged: loss is " + std::to_string(loss) + " at step " +
                         std::to_string(step) + " (lower solver.base_lr?)");
       }
       window_loss += loss;
-      window_correct += net.loss_layer().correct();
+      window_correct += correct;
       ++window_steps;
       for (const auto& observe : s.observers) observe({epoch + 1, step, s.total_steps, lr, loss});
 
@@ -273,7 +345,9 @@ double Trainer::run() {
         // slowest rank's compute.
         double sums[2] = {window_loss, static_cast<double>(window_correct)};
         s.comm.allreduce_sum(sums, 2);
-        s.comm.allreduce_max(&window_compute, 1);
+        double timing[2] = {window_compute, s.reducer->take_wait_seconds()};
+        s.comm.allreduce_max(timing, 2);
+        window_compute = timing[0];
         const double images = static_cast<double>(window_steps * global_batch);
         const double train_loss = sums[0] / static_cast<double>(s.comm.size() * window_steps);
         const double train_acc = sums[1] / images;
@@ -287,6 +361,7 @@ double Trainer::run() {
                          .add("train_accuracy", train_acc)
                          .add("lr", static_cast<double>(lr))
                          .add("images_per_sec", ips)
+                         .add("allreduce_wait_fraction", timing[1] / window_compute)
                          .add("wall_time", seconds_since(start))
                          .str());
           const double elapsed = seconds_since(start);
