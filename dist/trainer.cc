@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -117,6 +118,29 @@ void check_same_on_all_ranks(const Communicator& comm, uint64_t value, const std
   }
 }
 
+// DPTRAIN_FAULT=throw:RANK:STEP or kill:RANK:STEP makes that rank fail at
+// that step: how the tests check that a failing rank ends the whole job.
+struct Fault {
+  bool kill = false;
+  int rank = -1;
+  int64_t step = -1;
+};
+
+Fault fault_from_env() {
+  Fault f;
+  const char* env = std::getenv("DPTRAIN_FAULT");
+  if (!env) return f;
+  char kind[16] = {};
+  long long step = -1;
+  if (std::sscanf(env, "%15[a-z]:%d:%lld", kind, &f.rank, &step) != 3) {
+    throw UserError(std::string("DPTRAIN_FAULT must be throw:RANK:STEP or kill:RANK:STEP, got '") +
+                    env + "'");
+  }
+  f.kill = std::string(kind) == "kill";
+  f.step = step;
+  return f;
+}
+
 // The solver with the linear scaling rule applied: base_lr scaled by the
 // global batch over the reference batch, the warmup starting from the
 // unscaled rate.
@@ -196,6 +220,8 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
   s.net = std::make_unique<Net>(spec.net(), dnnl::memory::dims{b, train.channels, train.height, train.width},
                                 spec.seed(), s.replica_reducer.get());
   s.net->state().rank = comm.rank();
+  // Micro-batch gradients are summed: each carries 1/k of the step's mean.
+  s.net->state().loss_scale = 1.f / static_cast<float>(accumulate);
   if (s.net->loss_layer().classes() != train.classes) {
     throw UserError("net: the loss sees " + std::to_string(s.net->loss_layer().classes()) +
                     " classes but the data has " + std::to_string(train.classes));
@@ -276,6 +302,7 @@ double Trainer::run() {
     std::fflush(stdout);
   }
 
+  const Fault fault = fault_from_env();
   const Clock::time_point start = Clock::now();
   const Net::GradsFinal on_grads = [&](size_t offset) { s.reducer->grads_final(offset); };
   double window_compute = 0, window_loss = 0;
@@ -307,6 +334,10 @@ double Trainer::run() {
     s.train_loader->start(epoch, s.sampler->epoch_indices(epoch), true);
     evaluated_last = false;
     for (int64_t i = 0; i < steps_per_epoch && step < s.total_steps; ++i) {
+      if (fault.rank == s.comm.rank() && fault.step == step) {
+        if (fault.kill) std::raise(SIGKILL);
+        throw std::runtime_error("injected fault at step " + std::to_string(step));
+      }
       const float lr = s.schedule->lr(step);
       float loss = 0;
       int64_t correct = 0;

@@ -1,0 +1,133 @@
+// dptrain under mpiexec: N ranks at global batch B train exactly what one
+// rank at batch B does, runs repeat bitwise, the overlapped reducer equals
+// the fused one, and a failing rank ends the job with a message naming it.
+#include <filesystem>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/e2e/run_command.h"
+
+namespace dptrain::testing {
+namespace {
+
+using ::testing::AnyOf;
+using ::testing::HasSubstr;
+
+const std::string kBin = DPTRAIN_BIN;
+const std::string kConfigs = std::string(DPTRAIN_SOURCE_DIR) + "/configs/";
+
+// One thread per rank, ranks that yield when idle: oversubscribed ranks
+// must not spin on the two cores CI has.
+std::string mpiexec(int ranks, const std::string& extra_mca = "") {
+  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
+         "timeout 300 mpiexec -np " + std::to_string(ranks) +
+         " --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 " + extra_mca + " ";
+}
+
+// K = 10 steps of LeNet-5 at global batch 48 (divisible by 1..4 ranks).
+std::string lenet(const std::string& run_dir, const std::string& extra = "") {
+  return kBin + " train " + kConfigs + "lenet5_fmnist.textproto --run-dir " + run_dir +
+         " --set data.train_limit=960 --set data.batch_size=48 --set solver.max_steps=10 " + extra +
+         " > " + run_dir + ".log 2>&1";
+}
+
+double max_rel_diff(const std::string& a, const std::string& b) {
+  const auto r = run_command(kBin + " diff-weights " + a + "/final_weights " + b + "/final_weights");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const auto at = r.output.rfind("max_rel_diff ");
+  return at == std::string::npos ? 1e9 : std::stod(r.output.substr(at + 13));
+}
+
+class MpiTraining : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist")) {
+      GTEST_SKIP() << "dataset-fashion-mnist not installed";
+    }
+  }
+  TempDir dir_;
+  void train(int ranks, const std::string& name, const std::string& extra = "",
+             const std::string& mca = "") {
+    const auto r = run_command(mpiexec(ranks, mca) + lenet(dir_ / name, extra));
+    ASSERT_EQ(r.exit_code, 0) << r.output << slurp(dir_ / (name + ".log"));
+  }
+};
+
+TEST_F(MpiTraining, RanksMatchOneProcessAtTheSameGlobalBatch) {
+  train(1, "one");
+  for (int n : {2, 3, 4}) {
+    const std::string name = "n" + std::to_string(n);
+    train(n, name);
+    EXPECT_LE(max_rel_diff(dir_ / "one", dir_ / name), 1e-5) << n << " ranks";
+  }
+}
+
+TEST_F(MpiTraining, RanksMatchOneProcessOverLoopbackTcp) {
+  train(1, "one");
+  train(2, "tcp", "", "--mca btl tcp,self");
+  EXPECT_LE(max_rel_diff(dir_ / "one", dir_ / "tcp"), 1e-5);
+}
+
+TEST_F(MpiTraining, RepeatsBitwise) {
+  train(2, "a");
+  train(2, "b");
+  EXPECT_EQ(slurp(dir_ / "a/final_weights"), slurp(dir_ / "b/final_weights"));
+}
+
+TEST_F(MpiTraining, OverlappedBucketsEqualFusedBaseline) {
+  train(2, "fused", "--set runtime.overlap_allreduce=false");
+  // Buckets smaller than one layer, and one bucket larger than the model.
+  train(2, "tiny", "--set runtime.bucket_mb=0.0001");
+  train(2, "huge", "--set runtime.bucket_mb=100");
+  const std::string fused = slurp(dir_ / "fused/final_weights");
+  EXPECT_EQ(fused, slurp(dir_ / "tiny/final_weights"));
+  EXPECT_EQ(fused, slurp(dir_ / "huge/final_weights"));
+}
+
+TEST_F(MpiTraining, AccumulationMatchesOneBigBatch) {
+  train(1, "one");
+  train(2, "accum", "--set solver.accumulate_steps=3");
+  EXPECT_LE(max_rel_diff(dir_ / "one", dir_ / "accum"), 1e-5);
+}
+
+TEST_F(MpiTraining, FailingRankEndsTheJobNamingIt) {
+  for (const char* fault : {"throw:1:3", "kill:1:3"}) {
+    const auto r = run_command("DPTRAIN_FAULT=" + std::string(fault) + " " + mpiexec(3) +
+                               lenet(dir_ / "fault"));
+    EXPECT_NE(r.exit_code, 0) << fault;
+    EXPECT_NE(r.exit_code, 124) << fault << ": the job hung until the timeout";
+    const std::string log = r.output + slurp(dir_ / "fault.log");
+    EXPECT_THAT(log, AnyOf(HasSubstr("rank 1: internal error: injected fault"),
+                           HasSubstr("process rank 1")))
+        << log;
+    EXPECT_FALSE(std::filesystem::exists(dir_ / "fault/final_weights"));
+    std::filesystem::remove_all(dir_ / "fault");
+  }
+}
+
+TEST_F(MpiTraining, BadDataOnOneRankEndsTheJobNamingIt) {
+  // Rank 1 reads a truncated copy of the labels (MPMD launch).
+  const std::string bad = dir_ / "bad";
+  std::filesystem::create_directories(bad);
+  for (const char* f : {"train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                        "t10k-labels-idx1-ubyte.gz"}) {
+    std::filesystem::create_symlink(std::string("/usr/share/datasets/fashion-mnist/") + f,
+                                    bad + "/" + f);
+  }
+  run_command("head -c 1000 /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz > " + bad +
+              "/train-labels-idx1-ubyte.gz");
+  const std::string cfg = kConfigs + "lenet5_fmnist.textproto --set solver.max_steps=2";
+  const auto r = run_command(
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 timeout 120 "
+      "mpiexec --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 -np 1 " +
+      kBin + " train " + cfg + " --run-dir " + (dir_ / "run") + " : -np 1 " + kBin + " train " +
+      cfg + " --run-dir " + (dir_ / "run") + " --set data.path=" + bad);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.exit_code, 124) << "the job hung until the timeout";
+  EXPECT_THAT(r.output, HasSubstr("rank 1: "));
+  EXPECT_THAT(r.output, HasSubstr("train-labels-idx1-ubyte.gz"));
+}
+
+}  // namespace
+}  // namespace dptrain::testing
