@@ -53,6 +53,62 @@ def convbn():
 MODELS = {"lenet5": lenet5, "convbn": convbn}
 
 
+# Same models with every fully-connected layer written as the mathematically
+# identical convolution (kernel = full remaining spatial extent, then 1x1), so
+# the FC layers run through oneDNN instead of the BLAS torch is linked against.
+# Optional (--fc-as-conv): Debian's python3-torch links the reference (netlib)
+# libblas, which makes nn.Linear (aten::addmm / aten::mm) dominate convbn's step.
+def lenet5_fc_as_conv():
+    return nn.Sequential(
+        nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 120, kernel_size=5), nn.ReLU(),   # == Linear(400, 120)
+        nn.Conv2d(120, 84, kernel_size=1), nn.ReLU(),   # == Linear(120, 84)
+        nn.Conv2d(84, 10, kernel_size=1),               # == Linear(84, 10)
+        nn.Flatten(),
+    )
+
+
+def convbn_fc_as_conv():
+    return nn.Sequential(
+        nn.Conv2d(1, 32, kernel_size=3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, kernel_size=3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, kernel_size=7), nn.ReLU(),   # == Linear(3136, 128)
+        nn.Conv2d(128, 10, kernel_size=1),              # == Linear(128, 10)
+        nn.Flatten(),
+    )
+
+
+MODELS_FC_AS_CONV = {"lenet5": lenet5_fc_as_conv, "convbn": convbn_fc_as_conv}
+
+
+def build_model(name, fc_as_conv=False):
+    return (MODELS_FC_AS_CONV if fc_as_conv else MODELS)[name]()
+
+
+def torch_deb_version():
+    """Debian package version of python3-torch (its torch.__version__ reads 1.13.0a0)."""
+    try:
+        import subprocess
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "python3-torch"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def blas_library():
+    """Path of the BLAS shared library mapped into this process (what nn.Linear uses)."""
+    torch.mm(torch.ones(8, 8), torch.ones(8, 8))
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "blas" in line.lower() and "/" in line}
+        libs = sorted(os.path.realpath(l) for l in libs)
+        return ",".join(sorted(set(libs))) or "unknown"
+    except OSError:
+        return "unknown"
+
+
 # --------------------------------------------------------------------------- data
 def load_fashion_mnist(n, data_dir=DATA_DIR, offset=0):
     """Read the first offset+n training images/labels from the idx gzip files
@@ -132,7 +188,7 @@ def run_steps(step, batches, start, steps=None, seconds=None):
 
 def bench_model(name, args, batches):
     torch.manual_seed(args.seed)
-    model = MODELS[name]()
+    model = build_model(name, args.fc_as_conv)
     model.train()
     step = make_step(model, lr=args.lr, momentum=args.momentum)
 
@@ -152,6 +208,7 @@ def bench_model(name, args, batches):
     return {
         "framework": "pytorch",
         "torch": torch.__version__,
+        "torch_deb": torch_deb_version(),
         "model": name,
         "batch": args.batch,
         "threads": torch.get_num_threads(),
@@ -165,7 +222,9 @@ def bench_model(name, args, batches):
         "warmup_steps": args.warmup_steps,
         "params": sum(p.numel() for p in model.parameters()),
         "final_loss": round(final_loss, 4),
+        "fc_impl": "conv-onednn" if args.fc_as_conv else "linear-blas",
         "mkldnn": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,
+        "blas": blas_library(),
         "python": platform.python_version(),
     }
 
@@ -185,6 +244,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fc-as-conv", action="store_true",
+                   help="write FC layers as equivalent convolutions (oneDNN) instead of nn.Linear (BLAS)")
     p.add_argument("--json", action="store_true", help="print one JSON object per model")
     return p.parse_args(argv)
 
@@ -200,7 +261,8 @@ def main(argv=None):
         if args.json:
             print(json.dumps(r), flush=True)
         else:
-            print(f"pytorch {r['torch']} {name:7s} batch={r['batch']} threads={r['threads']}: "
+            fc = " fc-as-conv" if args.fc_as_conv else ""
+            print(f"pytorch {r['torch']} {name:7s}{fc} batch={r['batch']} threads={r['threads']}: "
                   f"best {r['images_per_sec']:.1f} img/s, median {r['images_per_sec_median']:.1f} img/s "
                   f"({r['ms_per_step_best']:.2f} ms/step best; repeats {r['images_per_sec_all']})",
                   flush=True)
