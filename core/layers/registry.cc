@@ -23,12 +23,12 @@ const std::map<std::string, Entry>& registry() {
       {"ELU", {make_activation, false}},
       {"Sigmoid", {make_activation, false}},
       {"Tanh", {make_activation, false}},
-      // TODO-LAYER {"BatchNorm", {make_batch_norm, true}},
-      // TODO-LAYER {"Dropout", {make_dropout, false}},
-      // TODO-LAYER {"Flatten", {make_flatten, false}},
-      // TODO-LAYER {"Add", {make_add, false}},
-      // TODO-LAYER {"Concat", {make_concat, false}},
-      // TODO-LAYER {"L2Normalize", {make_l2_normalize, false}},
+      {"BatchNorm", {make_batch_norm, true}},
+      {"Dropout", {make_dropout, false}},
+      {"Flatten", {make_flatten, false}},
+      {"Add", {make_add, false}},
+      {"Concat", {make_concat, false}},
+      {"L2Normalize", {make_l2_normalize, false}},
       {"SoftmaxCrossEntropy", {make_softmax_cross_entropy, false}},
       {"Split", {make_split, false}},  // inserted by the net, not for configs
   };

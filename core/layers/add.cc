@@ -1,0 +1,72 @@
+// Add: the elementwise sum of two or more blobs of the same shape (residual
+// connections). Forward is one oneDNN sum into the first bottom's layout;
+// backward hands the top's gradient to every bottom that needs one,
+// reordered into that bottom's layout.
+#include "core/engine.h"
+#include "core/error.h"
+#include "core/layer.h"
+#include "core/layers/layers.h"
+#include "core/primitive.h"
+
+namespace dptrain {
+namespace {
+
+using dnnl::memory;
+
+std::string shape_of(const Blob& blob) {
+  std::string s;
+  for (auto d : blob.dims()) s += (s.empty() ? "" : "x") + std::to_string(d);
+  return s;
+}
+
+class AddLayer : public Layer {
+ public:
+  using Layer::Layer;
+
+  void setup(const std::vector<Blob*>& bottoms, Blob* top, SetupContext& ctx) override {
+    if (bottoms.size() < 2) {
+      throw UserError(error_prefix() + "takes 2 or more bottoms, got " +
+                      std::to_string(bottoms.size()));
+    }
+    const Blob& first = *bottoms[0];
+    std::vector<memory::desc> srcs;
+    for (const Blob* b : bottoms) {
+      if (b->dims() != first.dims()) {
+        throw UserError(error_prefix() + "bottoms must have the same shape, '" + first.name +
+                        "' is " + shape_of(first) + " but '" + b->name + "' is " + shape_of(*b));
+      }
+      srcs.push_back(b->desc());
+    }
+    const std::vector<float> scales(bottoms.size(), 1.f);
+    const dnnl::sum::primitive_desc pd(first.desc(), scales, srcs, cpu_engine(), default_attr());
+    ctx.define_top(top, pd.dst_desc());
+    std::vector<std::pair<int, memory>> args;
+    for (size_t i = 0; i < bottoms.size(); ++i) {
+      args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), bottoms[i]->data);
+    }
+    args.emplace_back(DNNL_ARG_DST, top->data);
+    args.emplace_back(DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd));
+    forward_ = BoundPrimitive(dnnl::sum(pd), std::move(args));
+    describe_ = "sum " + std::string(pd.impl_info_str());
+    for (const Blob* b : bottoms) {
+      if (b->needs_grad) backward_.push_back(make_reorder(top->diff, b->diff));
+    }
+  }
+
+  void forward(bool) override { forward_.run(); }
+  void backward() override {
+    for (const BoundPrimitive& copy : backward_) copy.run();
+  }
+  std::string describe() const override { return describe_; }
+
+ private:
+  BoundPrimitive forward_;
+  std::vector<BoundPrimitive> backward_;
+  std::string describe_;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_add(const LayerSpec& spec) { return std::make_unique<AddLayer>(spec); }
+
+}  // namespace dptrain

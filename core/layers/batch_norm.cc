@@ -1,0 +1,314 @@
+// BatchNorm: oneDNN batch normalization with a learned per-channel scale
+// and shift, running statistics for evaluation (PyTorch's rule: momentum is
+// the weight of the current batch, running_var takes the unbiased batch
+// variance), and an optional fused ReLU.
+//
+// Synchronized BatchNorm (batch_norm.sync with more than one replica)
+// normalizes with the statistics of the global batch: forward sums per
+// channel sum and sum of squares over the replicas and runs the primitive
+// with those as given statistics; backward sums the per-channel gradient
+// terms over the replicas and applies the batch-statistics correction to
+// the input gradient by hand (oneDNN has no cross-replica variant).
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/engine.h"
+#include "core/error.h"
+#include "core/layer.h"
+#include "core/layers/layers.h"
+#include "core/primitive.h"
+
+namespace dptrain {
+namespace {
+
+using dnnl::memory;
+using dt = memory::data_type;
+using tag = memory::format_tag;
+
+// Addresses the elements of one channel of a 2-d or 4-d tensor in the
+// layouts batch normalization runs on: plain in any dimension order, or
+// blocked over channels (nChw8c, nChw16c).
+class ChannelWalk {
+ public:
+  ChannelWalk() = default;
+  explicit ChannelWalk(const memory::desc& md) {
+    const dnnl_memory_desc_t& d = md.data;
+    const auto& blk = d.format_desc.blocking;
+    const bool channel_blocks_only =
+        blk.inner_nblks == 0 || (blk.inner_nblks == 1 && blk.inner_idxs[0] == 1);
+    if (d.format_kind != dnnl_blocked || !channel_blocks_only || (d.ndims != 2 && d.ndims != 4)) {
+      throw std::logic_error("synchronized BatchNorm: unsupported layout " + layout_name(md));
+    }
+    block_ = blk.inner_nblks == 1 ? blk.inner_blks[0] : 1;
+    n_ = d.dims[0];
+    channels_ = d.dims[1];
+    offset0_ = d.offset0;
+    stride_n_ = blk.strides[0];
+    stride_cb_ = blk.strides[1];
+    if (d.ndims == 4) {
+      h_ = d.dims[2];
+      w_ = d.dims[3];
+      stride_h_ = blk.strides[2];
+      stride_w_ = blk.strides[3];
+    }
+  }
+
+  int64_t channels() const { return channels_; }
+  // Elements per channel.
+  int64_t count() const { return n_ * h_ * w_; }
+
+  // Calls f(index) for every element of channel c, index into the buffer.
+  template <class F>
+  void for_each(int64_t c, F&& f) const {
+    const int64_t base = offset0_ + (c / block_) * stride_cb_ + c % block_;
+    for (int64_t n = 0; n < n_; ++n) {
+      for (int64_t h = 0; h < h_; ++h) {
+        const int64_t row = base + n * stride_n_ + h * stride_h_;
+        for (int64_t w = 0; w < w_; ++w) f(row + w * stride_w_);
+      }
+    }
+  }
+
+ private:
+  int64_t block_ = 1, n_ = 0, channels_ = 0, h_ = 1, w_ = 1;
+  int64_t offset0_ = 0, stride_n_ = 0, stride_cb_ = 0, stride_h_ = 0, stride_w_ = 0;
+};
+
+float* ptr(const memory& m) { return static_cast<float*>(m.get_data_handle()); }
+
+class BatchNormLayer : public Layer {
+ public:
+  using Layer::Layer;
+
+  bool fuse_activation(const Activation& act) override {
+    if (act.type != "ReLU") return false;
+    relu_ = true;
+    fused_ = act.type;
+    return true;
+  }
+
+  void setup(const std::vector<Blob*>& bottoms, Blob* top, SetupContext& ctx) override {
+    check_bottoms(bottoms, 1);
+    Blob& bottom = *bottoms[0];
+    check_rank(bottom, {2, 4});
+    const BatchNormParam& p = spec_.batch_norm();
+    eps_ = p.eps();
+    momentum_ = p.momentum();
+    if (!(eps_ > 0.f)) throw UserError(error_prefix() + "batch_norm.eps must be > 0");
+    if (!(momentum_ >= 0.f && momentum_ <= 1.f)) {
+      throw UserError(error_prefix() + "batch_norm.momentum must be in [0, 1]");
+    }
+    ReplicaReducer* reducer = ctx.state().replica_reducer;
+    if (p.sync() && reducer != nullptr && reducer->replicas() > 1) reducer_ = reducer;
+
+    const memory::desc data = bottom.desc();
+    const memory::dims dims = data.dims();
+    channels_ = dims[1];
+    local_count_ = 1;
+    for (size_t i = 0; i < dims.size(); ++i) local_count_ *= i == 1 ? 1 : dims[i];
+    bottom_ = &bottom;
+    top_ = top;
+
+    const memory::desc vec({channels_}, dt::f32, tag::a);
+    scale_ = ctx.add_param("scale", vec, vec, {channels_}, {ParamInit::Kind::kOne});
+    shift_ = ctx.add_param("shift", vec, vec, {channels_}, {ParamInit::Kind::kZero});
+    params_ = {scale_, shift_};
+    running_mean_ =
+        ctx.add_param("running_mean", vec, vec, {channels_}, {ParamInit::Kind::kZero}, false);
+    running_var_ =
+        ctx.add_param("running_var", vec, vec, {channels_}, {ParamInit::Kind::kOne}, false);
+
+    using Fwd = dnnl::batch_normalization_forward;
+    using Bwd = dnnl::batch_normalization_backward;
+    using prop = dnnl::prop_kind;
+    const auto base =
+        dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift |
+        (relu_ ? dnnl::normalization_flags::fuse_norm_relu : dnnl::normalization_flags::none);
+    const auto global = base | dnnl::normalization_flags::use_global_stats;
+    auto& eng = cpu_engine();
+
+    // Training: batch statistics computed by the primitive, or (synchronized)
+    // given to it.
+    const Fwd::primitive_desc fwd({prop::forward_training, data, eps_, reducer_ ? global : base},
+                                  default_attr(), eng);
+    ctx.define_top(top, fwd.dst_desc());
+    mean_ = memory(fwd.mean_desc(), eng);
+    var_ = memory(fwd.variance_desc(), eng);
+    if (relu_) workspace_ = memory(fwd.workspace_desc(), eng);
+    forward_ = BoundPrimitive(Fwd(fwd), {{DNNL_ARG_SRC, bottom.data},
+                                         {DNNL_ARG_DST, top->data},
+                                         {DNNL_ARG_MEAN, mean_},
+                                         {DNNL_ARG_VARIANCE, var_},
+                                         {DNNL_ARG_SCALE, scale_->value},
+                                         {DNNL_ARG_SHIFT, shift_->value},
+                                         {DNNL_ARG_WORKSPACE, workspace_},
+                                         {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(fwd)}});
+    // Evaluation: the running statistics.
+    const Fwd::primitive_desc eval({prop::forward_inference, data, eps_, global}, default_attr(),
+                                   eng);
+    eval_ = BoundPrimitive(Fwd(eval), {{DNNL_ARG_SRC, bottom.data},
+                                       {DNNL_ARG_DST, top->data},
+                                       {DNNL_ARG_MEAN, running_mean_->value},
+                                       {DNNL_ARG_VARIANCE, running_var_->value},
+                                       {DNNL_ARG_SCALE, scale_->value},
+                                       {DNNL_ARG_SHIFT, shift_->value},
+                                       {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(eval)}});
+    describe_ =
+        "fwd " + std::string(fwd.impl_info_str()) + " eval " + std::string(eval.impl_info_str());
+
+    // The gradient of the input goes to a private buffer when the bottom
+    // needs none: oneDNN computes it together with those of scale and shift.
+    diff_src_ = bottom.needs_grad ? bottom.diff : memory(data, eng);
+    const Bwd::primitive_desc bwd(
+        {prop::backward, top->desc(), data, eps_, reducer_ ? global : base}, default_attr(), eng,
+        fwd);
+    backward_ = BoundPrimitive(Bwd(bwd), {{DNNL_ARG_SRC, bottom.data},
+                                          {DNNL_ARG_MEAN, mean_},
+                                          {DNNL_ARG_VARIANCE, var_},
+                                          {DNNL_ARG_DIFF_DST, top->diff},
+                                          {DNNL_ARG_SCALE, scale_->value},
+                                          {DNNL_ARG_SHIFT, shift_->value},
+                                          {DNNL_ARG_WORKSPACE, workspace_},
+                                          {DNNL_ARG_DIFF_SRC, diff_src_},
+                                          {DNNL_ARG_DIFF_SCALE, scale_->grad},
+                                          {DNNL_ARG_DIFF_SHIFT, shift_->grad},
+                                          {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bwd)}});
+    describe_ += " bwd " + std::string(bwd.impl_info_str());
+
+    if (reducer_) {
+      walk_ = ChannelWalk(data);
+      sums_.assign(static_cast<size_t>(2 * channels_ + 1), 0.f);
+      describe_ += " sync x" + std::to_string(reducer_->replicas());
+    }
+  }
+
+  void forward(bool training) override {
+    if (!training) {
+      eval_.run();
+      return;
+    }
+    if (reducer_) global_statistics();
+    forward_.run();
+    cpu_stream().wait();
+    update_running_statistics();
+  }
+
+  void backward() override {
+    backward_.run();
+    if (reducer_ && bottom_->needs_grad) {
+      cpu_stream().wait();
+      synchronized_input_gradient();
+    }
+  }
+
+  std::string describe() const override { return describe_; }
+
+ private:
+  // Mean and (biased) variance of the global batch into mean_ and var_.
+  // The sums are taken around the running mean, which every replica holds
+  // identically and which tracks the batch mean, so that E[x^2] - E[x]^2
+  // does not cancel catastrophically.
+  void global_statistics() {
+    cpu_stream().wait();
+    const float* x = ptr(bottom_->data);
+    const float* shift = ptr(running_mean_->value);
+    const int64_t c_count = channels_;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < c_count; ++c) {
+      double s1 = 0, s2 = 0;
+      const double k = shift[c];
+      walk_.for_each(c, [&](int64_t i) {
+        const double d = static_cast<double>(x[i]) - k;
+        s1 += d;
+        s2 += d * d;
+      });
+      sums_[static_cast<size_t>(c)] = static_cast<float>(s1);
+      sums_[static_cast<size_t>(c_count + c)] = static_cast<float>(s2);
+    }
+    sums_[static_cast<size_t>(2 * c_count)] = static_cast<float>(local_count_);
+    reducer_->sum(sums_.data(), sums_.size());
+    global_count_ = static_cast<double>(sums_[static_cast<size_t>(2 * c_count)]);
+    float* mean = ptr(mean_);
+    float* var = ptr(var_);
+    for (int64_t c = 0; c < c_count; ++c) {
+      const double m1 = static_cast<double>(sums_[static_cast<size_t>(c)]) / global_count_;
+      const double m2 =
+          static_cast<double>(sums_[static_cast<size_t>(c_count + c)]) / global_count_;
+      mean[c] = static_cast<float>(static_cast<double>(shift[c]) + m1);
+      var[c] = static_cast<float>(std::max(m2 - m1 * m1, 0.0));
+    }
+  }
+
+  void update_running_statistics() {
+    const double count = reducer_ ? global_count_ : static_cast<double>(local_count_);
+    const float unbias = count > 1 ? static_cast<float>(count / (count - 1)) : 1.f;
+    const float* mean = ptr(mean_);
+    const float* var = ptr(var_);
+    float* rmean = ptr(running_mean_->value);
+    float* rvar = ptr(running_var_->value);
+    for (int64_t c = 0; c < channels_; ++c) {
+      rmean[c] = (1.f - momentum_) * rmean[c] + momentum_ * mean[c];
+      rvar[c] = (1.f - momentum_) * rvar[c] + momentum_ * var[c] * unbias;
+    }
+  }
+
+  // oneDNN ran backward with the global statistics as given constants, so
+  // it wrote this replica's sums of dy and dy * xhat (the gradients of shift
+  // and scale, kept local: the gradient reducer averages them) and
+  // diff_src = gamma * inv_std * dy. Adds the terms that flow through the
+  // statistics, from the sums over all replicas:
+  //   dx = gamma * inv_std * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M).
+  void synchronized_input_gradient() {
+    const int64_t c_count = channels_;
+    std::memcpy(sums_.data(), ptr(shift_->grad), sizeof(float) * static_cast<size_t>(c_count));
+    std::memcpy(sums_.data() + c_count, ptr(scale_->grad),
+                sizeof(float) * static_cast<size_t>(c_count));
+    reducer_->sum(sums_.data(), static_cast<size_t>(2 * c_count));
+    const float* x = ptr(bottom_->data);
+    const float* y = ptr(top_->data);
+    const float* dy = ptr(top_->diff);
+    float* dx = ptr(diff_src_);
+    const float* gamma = ptr(scale_->value);
+    const float* mean = ptr(mean_);
+    const float* var = ptr(var_);
+    const auto m = static_cast<float>(global_count_);
+    const bool relu = relu_;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < c_count; ++c) {
+      const float inv_std = 1.f / std::sqrt(var[c] + eps_);
+      const float a = gamma[c] * inv_std;
+      const float mean_dy = sums_[static_cast<size_t>(c)] / m;
+      const float mean_dy_xhat = sums_[static_cast<size_t>(c_count + c)] / m;
+      const float mu = mean[c];
+      walk_.for_each(c, [&](int64_t i) {
+        // With the fused ReLU, the gradient is cut where the output is 0.
+        const float g = relu && !(y[i] > 0.f) ? 0.f : dy[i];
+        const float xhat = (x[i] - mu) * inv_std;
+        dx[i] = a * (g - mean_dy - xhat * mean_dy_xhat);
+      });
+    }
+  }
+
+  bool relu_ = false;
+  float eps_ = 0.f, momentum_ = 0.f;
+  int64_t channels_ = 0, local_count_ = 0;
+  double global_count_ = 0;
+  ReplicaReducer* reducer_ = nullptr;
+  const Blob* bottom_ = nullptr;
+  const Blob* top_ = nullptr;
+  Param *scale_ = nullptr, *shift_ = nullptr, *running_mean_ = nullptr, *running_var_ = nullptr;
+  memory mean_, var_, workspace_, diff_src_;
+  BoundPrimitive forward_, eval_, backward_;
+  ChannelWalk walk_;
+  std::vector<float> sums_;
+  std::string describe_;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_batch_norm(const LayerSpec& spec) {
+  return std::make_unique<BatchNormLayer>(spec);
+}
+
+}  // namespace dptrain
