@@ -3,14 +3,19 @@
 // the weight of the current batch, running_var takes the unbiased batch
 // variance), and an optional fused ReLU.
 //
-// Synchronized BatchNorm (batch_norm.sync with more than one replica)
-// normalizes with the statistics of the global batch: forward sums per
-// channel sum and sum of squares over the replicas and runs the primitive
-// with those as given statistics; backward sums the per-channel gradient
-// terms over the replicas and applies the batch-statistics correction to
-// the input gradient by hand (oneDNN has no cross-replica variant).
+// Synchronized BatchNorm (batch_norm.sync) normalizes with the statistics
+// of the global batch: forward sums per-channel sums and sums of squares
+// over the replicas and runs the primitive with those as given statistics;
+// backward sums the per-channel gradient terms over the replicas and
+// applies the batch-statistics correction to the input gradient by hand
+// (oneDNN has no cross-replica variant). It takes this path on one replica
+// too, so that one process computes exactly what N replicas do: oneDNN's own
+// statistics are summed in float and differ from these (summed in double)
+// by about 1e-4 on large batches.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/engine.h"
@@ -26,26 +31,30 @@ using dnnl::memory;
 using dt = memory::data_type;
 using tag = memory::format_tag;
 
-// Addresses the elements of one channel of a 2-d or 4-d tensor in the
-// layouts batch normalization runs on: plain in any dimension order, or
-// blocked over channels (nChw8c, nChw16c).
-class ChannelWalk {
+constexpr int64_t kMaxBlock = 16;
+
+// Walks a 2-d or 4-d tensor in the layouts batch normalization runs on,
+// plain in any dimension order or blocked over channels (nChw8c, nChw16c),
+// a group of channels at a time: the channels of one block, which lie
+// side by side in memory, or one channel of a plain layout.
+class ChannelGroups {
  public:
-  ChannelWalk() = default;
-  explicit ChannelWalk(const memory::desc& md) {
+  ChannelGroups() = default;
+  explicit ChannelGroups(const memory::desc& md) {
     const dnnl_memory_desc_t& d = md.data;
     const auto& blk = d.format_desc.blocking;
     const bool channel_blocks_only =
         blk.inner_nblks == 0 || (blk.inner_nblks == 1 && blk.inner_idxs[0] == 1);
-    if (d.format_kind != dnnl_blocked || !channel_blocks_only || (d.ndims != 2 && d.ndims != 4)) {
+    block_ = blk.inner_nblks == 1 ? blk.inner_blks[0] : 1;
+    if (d.format_kind != dnnl_blocked || !channel_blocks_only || block_ > kMaxBlock ||
+        (d.ndims != 2 && d.ndims != 4)) {
       throw std::logic_error("synchronized BatchNorm: unsupported layout " + layout_name(md));
     }
-    block_ = blk.inner_nblks == 1 ? blk.inner_blks[0] : 1;
     n_ = d.dims[0];
     channels_ = d.dims[1];
     offset0_ = d.offset0;
     stride_n_ = blk.strides[0];
-    stride_cb_ = blk.strides[1];
+    stride_group_ = blk.strides[1];
     if (d.ndims == 4) {
       h_ = d.dims[2];
       w_ = d.dims[3];
@@ -54,25 +63,43 @@ class ChannelWalk {
     }
   }
 
-  int64_t channels() const { return channels_; }
-  // Elements per channel.
-  int64_t count() const { return n_ * h_ * w_; }
+  int64_t groups() const { return (channels_ + block_ - 1) / block_; }
+  int64_t first_channel(int64_t g) const { return g * block_; }
+  int64_t lanes(int64_t g) const { return std::min(block_, channels_ - g * block_); }
 
-  // Calls f(index) for every element of channel c, index into the buffer.
+  // Calls f(at, lanes) for every position (n, h, w) of group g: the
+  // group's channels there are at buffer indices at .. at + lanes - 1. Full
+  // blocks pass `lanes` as a compile-time constant, so that loops over the
+  // lanes vectorize.
   template <class F>
-  void for_each(int64_t c, F&& f) const {
-    const int64_t base = offset0_ + (c / block_) * stride_cb_ + c % block_;
-    for (int64_t n = 0; n < n_; ++n) {
-      for (int64_t h = 0; h < h_; ++h) {
-        const int64_t row = base + n * stride_n_ + h * stride_h_;
-        for (int64_t w = 0; w < w_; ++w) f(row + w * stride_w_);
-      }
+  void for_each(int64_t g, F&& f) const {
+    switch (lanes(g)) {
+      case 1:
+        return walk(g, f, std::integral_constant<int64_t, 1>());
+      case 8:
+        return walk(g, f, std::integral_constant<int64_t, 8>());
+      case 16:
+        return walk(g, f, std::integral_constant<int64_t, 16>());
+      default:
+        return walk(g, f, lanes(g));
     }
   }
 
  private:
+  template <class F, class Lanes>
+  void walk(int64_t g, F& f, Lanes lanes_g) const {
+    const int64_t base = offset0_ + g * stride_group_;
+    for (int64_t n = 0; n < n_; ++n) {
+      for (int64_t h = 0; h < h_; ++h) {
+        for (int64_t w = 0; w < w_; ++w) {
+          f(base + n * stride_n_ + h * stride_h_ + w * stride_w_, lanes_g);
+        }
+      }
+    }
+  }
+
   int64_t block_ = 1, n_ = 0, channels_ = 0, h_ = 1, w_ = 1;
-  int64_t offset0_ = 0, stride_n_ = 0, stride_cb_ = 0, stride_h_ = 0, stride_w_ = 0;
+  int64_t offset0_ = 0, stride_n_ = 0, stride_group_ = 0, stride_h_ = 0, stride_w_ = 0;
 };
 
 float* ptr(const memory& m) { return static_cast<float*>(m.get_data_handle()); }
@@ -99,8 +126,9 @@ class BatchNormLayer : public Layer {
     if (!(momentum_ >= 0.f && momentum_ <= 1.f)) {
       throw UserError(error_prefix() + "batch_norm.momentum must be in [0, 1]");
     }
+    sync_ = p.sync();
     ReplicaReducer* reducer = ctx.state().replica_reducer;
-    if (p.sync() && reducer != nullptr && reducer->replicas() > 1) reducer_ = reducer;
+    if (sync_ && reducer != nullptr && reducer->replicas() > 1) reducer_ = reducer;
 
     const memory::desc data = bottom.desc();
     const memory::dims dims = data.dims();
@@ -130,7 +158,7 @@ class BatchNormLayer : public Layer {
 
     // Training: batch statistics computed by the primitive, or (synchronized)
     // given to it.
-    const Fwd::primitive_desc fwd({prop::forward_training, data, eps_, reducer_ ? global : base},
+    const Fwd::primitive_desc fwd({prop::forward_training, data, eps_, sync_ ? global : base},
                                   default_attr(), eng);
     ctx.define_top(top, fwd.dst_desc());
     mean_ = memory(fwd.mean_desc(), eng);
@@ -160,9 +188,8 @@ class BatchNormLayer : public Layer {
     // The gradient of the input goes to a private buffer when the bottom
     // needs none: oneDNN computes it together with those of scale and shift.
     diff_src_ = bottom.needs_grad ? bottom.diff : memory(data, eng);
-    const Bwd::primitive_desc bwd(
-        {prop::backward, top->desc(), data, eps_, reducer_ ? global : base}, default_attr(), eng,
-        fwd);
+    const Bwd::primitive_desc bwd({prop::backward, top->desc(), data, eps_, sync_ ? global : base},
+                                  default_attr(), eng, fwd);
     backward_ = BoundPrimitive(Bwd(bwd), {{DNNL_ARG_SRC, bottom.data},
                                           {DNNL_ARG_MEAN, mean_},
                                           {DNNL_ARG_VARIANCE, var_},
@@ -176,10 +203,10 @@ class BatchNormLayer : public Layer {
                                           {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bwd)}});
     describe_ += " bwd " + std::string(bwd.impl_info_str());
 
-    if (reducer_) {
-      walk_ = ChannelWalk(data);
+    if (sync_) {
+      groups_ = ChannelGroups(data);
       sums_.assign(static_cast<size_t>(2 * channels_ + 1), 0.f);
-      describe_ += " sync x" + std::to_string(reducer_->replicas());
+      describe_ += " sync x" + std::to_string(reducer_ ? reducer_->replicas() : 1);
     }
   }
 
@@ -188,7 +215,7 @@ class BatchNormLayer : public Layer {
       eval_.run();
       return;
     }
-    if (reducer_) global_statistics();
+    if (sync_) global_statistics();
     forward_.run();
     cpu_stream().wait();
     update_running_statistics();
@@ -196,7 +223,7 @@ class BatchNormLayer : public Layer {
 
   void backward() override {
     backward_.run();
-    if (reducer_ && bottom_->needs_grad) {
+    if (sync_ && bottom_->needs_grad) {
       cpu_stream().wait();
       synchronized_input_gradient();
     }
@@ -205,29 +232,36 @@ class BatchNormLayer : public Layer {
   std::string describe() const override { return describe_; }
 
  private:
-  // Mean and (biased) variance of the global batch into mean_ and var_.
-  // The sums are taken around the running mean, which every replica holds
-  // identically and which tracks the batch mean, so that E[x^2] - E[x]^2
-  // does not cancel catastrophically.
+  // Mean and (biased) variance of the global batch into mean_ and var_,
+  // summed in double on each replica. The sums are taken around the running
+  // mean, which every replica holds identically (broadcast at the start,
+  // then updated from the same global statistics) and which tracks the
+  // batch mean, so that E[x^2] - E[x]^2 does not cancel catastrophically.
   void global_statistics() {
     cpu_stream().wait();
     const float* x = ptr(bottom_->data);
     const float* shift = ptr(running_mean_->value);
-    const int64_t c_count = channels_;
+    const int64_t c_count = channels_, groups = groups_.groups();
 #pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < c_count; ++c) {
-      double s1 = 0, s2 = 0;
-      const double k = shift[c];
-      walk_.for_each(c, [&](int64_t i) {
-        const double d = static_cast<double>(x[i]) - k;
-        s1 += d;
-        s2 += d * d;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t c0 = groups_.first_channel(g);
+      double k[kMaxBlock], s1[kMaxBlock] = {}, s2[kMaxBlock] = {};
+      for (int64_t l = 0; l < groups_.lanes(g); ++l) k[l] = shift[c0 + l];
+      groups_.for_each(g, [&](int64_t at, auto lanes) {
+        const float* xr = x + at;
+        for (int64_t l = 0; l < lanes; ++l) {
+          const double d = static_cast<double>(xr[l]) - k[l];
+          s1[l] += d;
+          s2[l] += d * d;
+        }
       });
-      sums_[static_cast<size_t>(c)] = static_cast<float>(s1);
-      sums_[static_cast<size_t>(c_count + c)] = static_cast<float>(s2);
+      for (int64_t l = 0; l < groups_.lanes(g); ++l) {
+        sums_[static_cast<size_t>(c0 + l)] = static_cast<float>(s1[l]);
+        sums_[static_cast<size_t>(c_count + c0 + l)] = static_cast<float>(s2[l]);
+      }
     }
     sums_[static_cast<size_t>(2 * c_count)] = static_cast<float>(local_count_);
-    reducer_->sum(sums_.data(), sums_.size());
+    if (reducer_) reducer_->sum(sums_.data(), sums_.size());
     global_count_ = static_cast<double>(sums_[static_cast<size_t>(2 * c_count)]);
     float* mean = ptr(mean_);
     float* var = ptr(var_);
@@ -241,7 +275,7 @@ class BatchNormLayer : public Layer {
   }
 
   void update_running_statistics() {
-    const double count = reducer_ ? global_count_ : static_cast<double>(local_count_);
+    const double count = sync_ ? global_count_ : static_cast<double>(local_count_);
     const float unbias = count > 1 ? static_cast<float>(count / (count - 1)) : 1.f;
     const float* mean = ptr(mean_);
     const float* var = ptr(var_);
@@ -256,15 +290,16 @@ class BatchNormLayer : public Layer {
   // oneDNN ran backward with the global statistics as given constants, so
   // it wrote this replica's sums of dy and dy * xhat (the gradients of shift
   // and scale, kept local: the gradient reducer averages them) and
-  // diff_src = gamma * inv_std * dy. Adds the terms that flow through the
-  // statistics, from the sums over all replicas:
+  // diff_src = gamma * inv_std * dy. Recomputes the input gradient with the
+  // terms that flow through the statistics, from the sums over all
+  // replicas:
   //   dx = gamma * inv_std * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M).
   void synchronized_input_gradient() {
-    const int64_t c_count = channels_;
+    const int64_t c_count = channels_, groups = groups_.groups();
     std::memcpy(sums_.data(), ptr(shift_->grad), sizeof(float) * static_cast<size_t>(c_count));
     std::memcpy(sums_.data() + c_count, ptr(scale_->grad),
                 sizeof(float) * static_cast<size_t>(c_count));
-    reducer_->sum(sums_.data(), static_cast<size_t>(2 * c_count));
+    if (reducer_) reducer_->sum(sums_.data(), static_cast<size_t>(2 * c_count));
     const float* x = ptr(bottom_->data);
     const float* y = ptr(top_->data);
     const float* dy = ptr(top_->diff);
@@ -275,22 +310,42 @@ class BatchNormLayer : public Layer {
     const auto m = static_cast<float>(global_count_);
     const bool relu = relu_;
 #pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < c_count; ++c) {
-      const float inv_std = 1.f / std::sqrt(var[c] + eps_);
-      const float a = gamma[c] * inv_std;
-      const float mean_dy = sums_[static_cast<size_t>(c)] / m;
-      const float mean_dy_xhat = sums_[static_cast<size_t>(c_count + c)] / m;
-      const float mu = mean[c];
-      walk_.for_each(c, [&](int64_t i) {
-        // With the fused ReLU, the gradient is cut where the output is 0.
-        const float g = relu && !(y[i] > 0.f) ? 0.f : dy[i];
-        const float xhat = (x[i] - mu) * inv_std;
-        dx[i] = a * (g - mean_dy - xhat * mean_dy_xhat);
-      });
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t c0 = groups_.first_channel(g);
+      // dx = a * dy' + b + k * x, per channel.
+      float a[kMaxBlock], b[kMaxBlock], k[kMaxBlock];
+      for (int64_t l = 0; l < groups_.lanes(g); ++l) {
+        const int64_t c = c0 + l;
+        const float inv_std = 1.f / std::sqrt(var[c] + eps_);
+        const float mean_dy = sums_[static_cast<size_t>(c)] / m;
+        const float mean_dy_xhat = sums_[static_cast<size_t>(c_count + c)] / m;
+        a[l] = gamma[c] * inv_std;
+        k[l] = -a[l] * inv_std * mean_dy_xhat;
+        b[l] = -a[l] * mean_dy - k[l] * mean[c];
+      }
+      auto input_gradient = [&](auto relu_cut) {
+        groups_.for_each(g, [&](int64_t at, auto lanes) {
+          const float* __restrict xr = x + at;
+          const float* __restrict yr = y + at;
+          const float* __restrict dyr = dy + at;
+          float* __restrict dxr = dx + at;
+          for (int64_t l = 0; l < lanes; ++l) {
+            // With the fused ReLU, the gradient is cut where the output is 0.
+            const float gl = relu_cut ? dyr[l] * static_cast<float>(yr[l] > 0.f) : dyr[l];
+            dxr[l] = a[l] * gl + b[l] + k[l] * xr[l];
+          }
+        });
+      };
+      if (relu) {
+        input_gradient(std::true_type());
+      } else {
+        input_gradient(std::false_type());
+      }
     }
   }
 
   bool relu_ = false;
+  bool sync_ = false;
   float eps_ = 0.f, momentum_ = 0.f;
   int64_t channels_ = 0, local_count_ = 0;
   double global_count_ = 0;
@@ -300,7 +355,7 @@ class BatchNormLayer : public Layer {
   Param *scale_ = nullptr, *shift_ = nullptr, *running_mean_ = nullptr, *running_var_ = nullptr;
   memory mean_, var_, workspace_, diff_src_;
   BoundPrimitive forward_, eval_, backward_;
-  ChannelWalk walk_;
+  ChannelGroups groups_;
   std::vector<float> sums_;
   std::string describe_;
 };

@@ -20,12 +20,14 @@ class SplitLayer : public Layer {
     branch_ = bottom_->split_branches++;
     if (!bottom_->needs_grad) return;
     copy_ = make_reorder(top->diff, bottom_->diff);
-    dnnl::primitive_attr accumulate;
+    dnnl::primitive_attr accumulate = default_attr();
     dnnl::post_ops ops;
     ops.append_sum(1.f);
     accumulate.set_post_ops(ops);
     dnnl::reorder::primitive_desc pd(top->diff, bottom_->diff, accumulate);
-    add_ = BoundPrimitive(dnnl::reorder(pd), {{DNNL_ARG_FROM, top->diff}, {DNNL_ARG_TO, bottom_->diff}});
+    add_ = BoundPrimitive(dnnl::reorder(pd), {{DNNL_ARG_FROM, top->diff},
+                                              {DNNL_ARG_TO, bottom_->diff},
+                                              {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd)}});
   }
 
   void forward(bool) override {}

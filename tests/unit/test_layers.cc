@@ -231,17 +231,20 @@ struct BnCase {
   std::string name;
   dims input;
   bool relu;
+  bool sync = false;  // the synchronized path, on one replica
 };
 
 class BatchNormTest : public ::testing::TestWithParam<BnCase> {};
 
 TEST_P(BatchNormTest, TrainingForwardMatchesReferenceAndGradientsMatchFiniteDifferences) {
   const BnCase& c = GetParam();
-  std::string layers = "layer { name: 'bn' type: 'BatchNorm' }";
+  std::string layers = "layer { name: 'bn' type: 'BatchNorm' batch_norm { sync: " +
+                       std::string(c.sync ? "true" : "false") + " } }";
   if (c.relu) layers += "\nlayer { name: 'relu' type: 'ReLU' }";
   Harness h(layers, c.input);
   const std::string top = c.relu ? "relu" : "bn";
   EXPECT_EQ(h.layer("bn").fused(), c.relu ? "ReLU" : "");
+  EXPECT_EQ(h.layer("bn").describe().find("sync") != std::string::npos, c.sync);
   set_affine(h, "bn", c.input[1]);
   h.loss();
   auto w = h.weights();
@@ -255,11 +258,17 @@ TEST_P(BatchNormTest, TrainingForwardMatchesReferenceAndGradientsMatchFiniteDiff
   expect_gradients_match(h, {.eps = c.relu ? 1e-3 : 1e-2});
 }
 
+// 3 channels: pre writes nChw8c; 16: pre writes plain nchw.
 INSTANTIATE_TEST_SUITE_P(Shapes, BatchNormTest,
                          ::testing::Values(BnCase{"channels3", {2, 3, 4, 5}, false},
                                            BnCase{"channels3_relu", {2, 3, 4, 5}, true},
                                            BnCase{"channels16", {2, 16, 3, 3}, false},
-                                           BnCase{"channels16_relu", {2, 16, 3, 3}, true}),
+                                           BnCase{"channels16_relu", {2, 16, 3, 3}, true},
+                                           BnCase{"sync_channels3", {2, 3, 4, 5}, false, true},
+                                           BnCase{"sync_channels3_relu", {2, 3, 4, 5}, true, true},
+                                           BnCase{
+                                               "sync_channels16_relu", {2, 16, 3, 3}, true, true},
+                                           BnCase{"sync_channels20", {2, 20, 3, 3}, false, true}),
                          [](const auto& tp) { return tp.param.name; });
 
 TEST(BatchNormTest, TwoDInput) {
@@ -376,15 +385,15 @@ TEST(SyncBatchNormTest, IdenticalReplicasEqualPlainBatchNorm) {
   for (const bool relu : {false, true}) {
     for (const int64_t channels : {3, 16}) {
       SCOPED_TRACE("relu " + std::to_string(relu) + " channels " + std::to_string(channels));
-      std::string layers = "layer { name: 'bn' type: 'BatchNorm' batch_norm { sync: true } }";
-      if (relu) layers += "\nlayer { name: 'relu' type: 'ReLU' }";
+      const std::string act = relu ? "\nlayer { name: 'relu' type: 'ReLU' }" : "";
       const std::string top = relu ? "relu" : "bn";
       const dims input{2, channels, 3, 3};
       const int replicas = 3;
       ReplicatingReducer reducer(replicas);
-      Harness plain(layers, input);
-      Harness sync(layers, input, {.reducer = &reducer});
-      EXPECT_THAT(sync.layer("bn").describe(), HasSubstr("sync"));
+      Harness plain("layer { name: 'bn' type: 'BatchNorm' }" + act, input);
+      Harness sync("layer { name: 'bn' type: 'BatchNorm' batch_norm { sync: true } }" + act, input,
+                   {.reducer = &reducer});
+      EXPECT_THAT(sync.layer("bn").describe(), HasSubstr("sync x3"));
       EXPECT_THAT(plain.layer("bn").describe(), ::testing::Not(HasSubstr("sync")));
       layouts.insert(layout_name(sync.net().blob("pre").desc()));
       for (Harness* h : {&plain, &sync}) set_affine(*h, "bn", channels);
@@ -426,15 +435,40 @@ TEST(SyncBatchNormTest, IdenticalReplicasEqualPlainBatchNorm) {
       << ::testing::PrintToString(layouts);
 }
 
-TEST(SyncBatchNormTest, OneReplicaOrNoReducerIsPlainBatchNorm) {
+TEST(SyncBatchNormTest, OneReplicaOrNoReducerTakesTheSamePathWithoutReducing) {
   ReplicatingReducer one(1);
   const std::string layers = "layer { name: 'bn' type: 'BatchNorm' batch_norm { sync: true } }";
   Harness alone(layers, {2, 3, 2, 2}, {.reducer = &one});
   Harness none(layers, {2, 3, 2, 2});
-  alone.forward_backward();
-  none.forward_backward();
+  Harness plain("layer { name: 'bn' type: 'BatchNorm' }", {2, 3, 2, 2});
+  EXPECT_THAT(alone.layer("bn").describe(), HasSubstr("sync x1"));
+  for (Harness* h : {&alone, &none, &plain}) h->forward_backward();
   EXPECT_EQ(one.calls, 0);
   EXPECT_EQ(alone.data("bn"), none.data("bn"));
+  EXPECT_EQ(alone.diff("pre"), none.diff("pre"));
+  expect_near_all(alone.data("bn"), plain.data("bn"), 1e-5, "vs plain");
+  expect_near_all(alone.diff("pre"), plain.diff("pre"), 1e-4, "d data vs plain");
+}
+
+TEST(SyncBatchNormTest, StatisticsAreExactOnLargeBatches) {
+  // 3 * 32 * 32 = 3072 values per channel and a mean far from zero. Summed
+  // in double, the statistics are off by a few float roundings only.
+  const dims input{3, 8, 32, 32};
+  Harness h("layer { name: 'bn' type: 'BatchNorm' batch_norm { sync: true momentum: 1 } }", input);
+  for (size_t i = 0; i < h.input().size(); ++i) {
+    h.input()[i] = 4.f + h.input()[i] * (1.f + static_cast<float>(i % 8));
+  }
+  h.loss();
+  const Shape s = shape_of(input);
+  std::vector<double> mean, var;
+  layer_test::channel_stats(h.input(), s, &mean, &var);
+  const double m = static_cast<double>(s.n * s.h * s.w);
+  auto w = h.weights();
+  for (size_t c = 0; c < mean.size(); ++c) {
+    EXPECT_NEAR(w["bn.running_mean"][c], mean[c], 5e-7 * std::abs(mean[c])) << c;
+    const double unbiased = var[c] * m / (m - 1);
+    EXPECT_NEAR(w["bn.running_var"][c], unbiased, 5e-7 * unbiased) << c;
+  }
 }
 
 // Two replicas in two threads, exchanging through shared memory.
