@@ -18,7 +18,7 @@ lscpu | grep -E "^Model name" || true
 measure() {  # ranks label mpi-args...
   local n=$1 label=$2
   shift 2
-  mpirun -np "$n" --bind-to core -x OMP_NUM_THREADS=1 "$@" build/dist/dptrain train "$config" \
+  mpirun -np "$n" --bind-to none -x OMP_NUM_THREADS=1 "$@" build/dist/dptrain train "$config" \
     --run-dir "$out/$label" --set data.batch_size=$((batch * n)) --set solver.max_steps="$steps" \
     --set runtime.log_every_steps=$((steps / 3)) --set data.test_limit=1000 >/dev/null
   # The last train record covers the last third of the steps (warm).

@@ -6,12 +6,12 @@
 
 namespace dptrain {
 
-void check_mpi(int status, const char* call, int rank) {
+void check_mpi(int status, const char* call) {
   if (status == MPI_SUCCESS) return;
   char text[MPI_MAX_ERROR_STRING];
   int length = 0;
   MPI_Error_string(status, text, &length);
-  throw MpiError("rank " + std::to_string(rank) + ": " + call + " failed: " +
+  throw MpiError(std::string(call) + " failed: " +
                  std::string(text, static_cast<size_t>(length)));
 }
 
@@ -24,7 +24,7 @@ Communicator::Communicator(int* argc, char*** argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
   MPI_Comm node;
   check_mpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node),
-            "MPI_Comm_split_type", rank_);
+            "MPI_Comm_split_type");
   MPI_Comm_rank(node, &local_rank_);
   MPI_Comm_size(node, &local_size_);
   MPI_Comm_free(&node);
@@ -35,7 +35,7 @@ Communicator::~Communicator() { MPI_Finalize(); }
 namespace {
 int count_of(size_t count, int rank) {
   if (count > static_cast<size_t>(INT_MAX)) {
-    throw MpiError("rank " + std::to_string(rank) + ": message too large for one MPI call");
+    throw MpiError("message too large for one MPI call (rank " + std::to_string(rank) + ")");
   }
   return static_cast<int>(count);
 }
@@ -46,10 +46,10 @@ void Communicator::wait(MPI_Request& request, const char* what) const {
   const auto t0 = Clock::now();
   int done = 0;
   while (true) {
-    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test", rank_);
+    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
     if (done) return;
     if (std::chrono::duration<double>(Clock::now() - t0).count() > stall_timeout_s_) {
-      throw MpiError("rank " + std::to_string(rank_) + ": waited " +
+      throw MpiError("waited " +
                      std::to_string(static_cast<int>(stall_timeout_s_)) + " s in " + what +
                      "; another rank has stalled, died or is out of step");
     }
@@ -60,7 +60,7 @@ void Communicator::allreduce(void* data, size_t count, MPI_Datatype type, MPI_Op
   if (size_ == 1) return;
   MPI_Request request;
   check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data, count_of(count, rank_), type, op, comm(), &request),
-            "MPI_Iallreduce", rank_);
+            "MPI_Iallreduce");
   wait(request, "an allreduce");
 }
 
@@ -88,15 +88,14 @@ void Communicator::allreduce_min_max(int64_t* min, int64_t* max) const {
 void Communicator::broadcast(void* data, size_t bytes, int root) const {
   if (size_ == 1) return;
   MPI_Request request;
-  check_mpi(MPI_Ibcast(data, count_of(bytes, rank_), MPI_BYTE, root, comm(), &request), "MPI_Ibcast",
-            rank_);
+  check_mpi(MPI_Ibcast(data, count_of(bytes, rank_), MPI_BYTE, root, comm(), &request), "MPI_Ibcast");
   wait(request, "a broadcast");
 }
 
 void Communicator::barrier() const {
   if (size_ == 1) return;
   MPI_Request request;
-  check_mpi(MPI_Ibarrier(comm(), &request), "MPI_Ibarrier", rank_);
+  check_mpi(MPI_Ibarrier(comm(), &request), "MPI_Ibarrier");
   wait(request, "a barrier");
 }
 

@@ -1,6 +1,6 @@
 // MPI for the rest of dptrain: initialised and finalised by one RAII
-// object, every call checked. A failed call throws MpiError naming the rank
-// and the call; main() turns any uncaught error on any rank into
+// object, every call checked. A failed call throws MpiError naming the
+// call (main adds the rank); main() turns any uncaught error on any rank into
 // MPI_Abort, so the whole job ends with that message instead of hanging.
 #pragma once
 
@@ -54,7 +54,7 @@ class Communicator {
   double stall_timeout_s_ = 120;
 };
 
-// Throws MpiError for a failed MPI call (what, on which rank).
-void check_mpi(int status, const char* call, int rank);
+// Throws MpiError for a failed MPI call, naming it.
+void check_mpi(int status, const char* call);
 
 }  // namespace dptrain

@@ -7,8 +7,8 @@ namespace dptrain {
 
 GradientReducer::GradientReducer(const Communicator& comm, float* grads, size_t size,
                                  const std::vector<size_t>& param_offsets, double bucket_mb,
-                                 bool overlap, int accumulate_steps, double timeout_s)
-    : comm_(comm), grads_(grads), size_(size), overlap_(overlap), timeout_s_(timeout_s) {
+                                 bool overlap, int accumulate_steps)
+    : comm_(comm), grads_(grads), size_(size), overlap_(overlap) {
   if (accumulate_steps > 1) bank_ = AlignedFloats(size);
   if (!overlap) {
     buckets_.push_back({0, size});
@@ -40,18 +40,17 @@ void GradientReducer::start(Bucket& b) {
 #pragma omp parallel for simd schedule(static)
     for (size_t i = b.begin; i < b.end; ++i) grads_[i] += bank[i];
   }
-  b.started = true;
   if (comm_.size() == 1) return;
   check_mpi(MPI_Iallreduce(MPI_IN_PLACE, grads_ + b.begin, static_cast<int>(b.end - b.begin),
                            MPI_FLOAT, MPI_SUM, comm_.comm(), &b.request),
-            "MPI_Iallreduce", comm_.rank());
+            "MPI_Iallreduce");
 }
 
 void GradientReducer::progress() {
   for (size_t i = 0; i < next_; ++i) {
     if (buckets_[i].request == MPI_REQUEST_NULL) continue;
     int done = 0;
-    check_mpi(MPI_Test(&buckets_[i].request, &done, MPI_STATUS_IGNORE), "MPI_Test", comm_.rank());
+    check_mpi(MPI_Test(&buckets_[i].request, &done, MPI_STATUS_IGNORE), "MPI_Test");
   }
 }
 
@@ -63,23 +62,11 @@ void GradientReducer::grads_final(size_t offset) {
 
 void GradientReducer::finish() {
   while (next_ < buckets_.size()) start(buckets_[next_++]);
-  using Clock = std::chrono::steady_clock;
-  const auto t0 = Clock::now();
-  // Poll rather than block, so that a rank that never joins is reported
-  // instead of hanging the job.
+  const auto t0 = std::chrono::steady_clock::now();
   for (Bucket& b : buckets_) {
-    int done = 0;
-    while (!done) {
-      check_mpi(MPI_Test(&b.request, &done, MPI_STATUS_IGNORE), "MPI_Test", comm_.rank());
-      if (!done && std::chrono::duration<double>(Clock::now() - t0).count() > timeout_s_) {
-        throw MpiError("rank " + std::to_string(comm_.rank()) + ": waited " +
-                       std::to_string(static_cast<int>(timeout_s_)) +
-                       " s for the gradient allreduce; another rank has stalled or died");
-      }
-    }
-    b.started = false;
+    if (b.request != MPI_REQUEST_NULL) comm_.wait(b.request, "the gradient allreduce");
   }
-  wait_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
+  wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   next_ = 0;
   banked_ = false;
   if (comm_.size() == 1) return;

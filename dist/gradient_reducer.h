@@ -29,7 +29,7 @@ class GradientReducer {
   // param_offsets: where each parameter starts in the store, ascending.
   GradientReducer(const Communicator& comm, float* grads, size_t size,
                   const std::vector<size_t>& param_offsets, double bucket_mb, bool overlap,
-                  int accumulate_steps, double timeout_s);
+                  int accumulate_steps);
 
   // Backward reports that grads[offset, size) are final.
   void grads_final(size_t offset);
@@ -46,7 +46,6 @@ class GradientReducer {
   struct Bucket {
     size_t begin, end;
     MPI_Request request = MPI_REQUEST_NULL;
-    bool started = false;
   };
   void start(Bucket& b);
   void progress();
@@ -59,7 +58,6 @@ class GradientReducer {
   size_t next_ = 0;              // next bucket to start
   AlignedFloats bank_;
   bool banked_ = false;
-  double timeout_s_;
   double wait_s_ = 0;
 };
 

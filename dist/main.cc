@@ -178,6 +178,8 @@ int main(int argc, char** argv) {
     }
   } catch (const UserError& e) {
     fail(e.what(), 2);
+  } catch (const MpiError& e) {
+    fail(e.what(), 1);
   } catch (const std::exception& e) {
     fail(std::string("internal error: ") + e.what(), 1);
   }

@@ -118,10 +118,21 @@ void check_same_on_all_ranks(const Communicator& comm, uint64_t value, const std
   }
 }
 
-// DPTRAIN_FAULT=throw:RANK:STEP or kill:RANK:STEP makes that rank fail at
-// that step: how the tests check that a failing rank ends the whole job.
+// A progress bar on a terminal, plain lines otherwise. Under mpirun every
+// rank's stdout is a pseudo-terminal whatever the user's is, so lines
+// there; DPTRAIN_PROGRESS=bar or =lines decides explicitly.
+bool show_progress_bar() {
+  const char* choice = std::getenv("DPTRAIN_PROGRESS");
+  if (choice && std::string(choice) == "bar") return true;
+  if (choice && std::string(choice) == "lines") return false;
+  return isatty(STDOUT_FILENO) && !std::getenv("OMPI_COMM_WORLD_SIZE");
+}
+
+// DPTRAIN_FAULT=KIND:RANK:STEP makes that rank fail at that step, KIND
+// being throw, kill or hang: how the tests check that a failing or stalled
+// rank ends the whole job.
 struct Fault {
-  bool kill = false;
+  std::string kind;
   int rank = -1;
   int64_t step = -1;
 };
@@ -133,10 +144,10 @@ Fault fault_from_env() {
   char kind[16] = {};
   long long step = -1;
   if (std::sscanf(env, "%15[a-z]:%d:%lld", kind, &f.rank, &step) != 3) {
-    throw UserError(std::string("DPTRAIN_FAULT must be throw:RANK:STEP or kill:RANK:STEP, got '") +
-                    env + "'");
+    throw UserError(std::string("DPTRAIN_FAULT must be throw|kill|hang:RANK:STEP, got '") + env +
+                    "'");
   }
-  f.kill = std::string(kind) == "kill";
+  f.kind = kind;
   f.step = step;
   return f;
 }
@@ -245,8 +256,7 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
   for (const auto& param : p.params()) offsets.push_back(param->offset);
   const RuntimeSpec& rt = spec.runtime();
   s.reducer = std::make_unique<GradientReducer>(comm, p.grads(), p.size(), offsets, rt.bucket_mb(),
-                                                rt.overlap_allreduce(), accumulate,
-                                                rt.stall_timeout_s());
+                                                rt.overlap_allreduce(), accumulate);
 }
 
 Trainer::~Trainer() = default;
@@ -287,7 +297,7 @@ double Trainer::run() {
   const int accumulate = solver.accumulate_steps();
   const int64_t global_batch = s.spec.data().batch_size();
   const int64_t steps_per_epoch = s.sampler->steps_per_epoch();
-  const bool tty = s.leader && isatty(STDOUT_FILENO);
+  const bool tty = s.leader && show_progress_bar();
 
   std::unique_ptr<MetricsLog> log;
   if (s.leader) {
@@ -335,7 +345,8 @@ double Trainer::run() {
     evaluated_last = false;
     for (int64_t i = 0; i < steps_per_epoch && step < s.total_steps; ++i) {
       if (fault.rank == s.comm.rank() && fault.step == step) {
-        if (fault.kill) std::raise(SIGKILL);
+        if (fault.kind == "kill") std::raise(SIGKILL);
+        while (fault.kind == "hang") std::this_thread::sleep_for(std::chrono::seconds(1));
         throw std::runtime_error("injected fault at step " + std::to_string(step));
       }
       const float lr = s.schedule->lr(step);

@@ -64,15 +64,25 @@ def worker(rank, args, port, queue):
         idx = 0
         idx, _ = timed_steps(step, batches, idx, args.warmup_steps)
 
-        rates = []
+        rates, elapsed, self_cpu, busy = [], [], [], []
         loss = None
         for _ in range(args.repeats):
             dist.barrier()
+            b0, c0 = tt.machine_busy_seconds(), time.process_time()
             t0 = time.perf_counter()
             idx, loss = timed_steps(step, batches, idx, args.steps)
             dist.barrier()
             dt = time.perf_counter() - t0
+            b1, c1 = tt.machine_busy_seconds(), time.process_time()
             rates.append(args.ranks * args.batch * args.steps / dt)
+            elapsed.append(dt)
+            self_cpu.append(c1 - c0)
+            busy.append((b0, b1))
+        # CPU time of all ranks per repeat -> load of *other* processes during the timed region.
+        cpu = torch.tensor(self_cpu, dtype=torch.float64)
+        dist.all_reduce(cpu)
+        others = [tt.others_load(b0, b1, float(c), dt)
+                  for (b0, b1), c, dt in zip(busy, cpu.tolist(), elapsed)]
 
         # Sanity: parameters must stay identical across ranks under DDP.
         flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
@@ -85,6 +95,7 @@ def worker(rank, args, port, queue):
         if rank == 0:
             queue.put({
                 "rates": rates,
+                "others": others,
                 "final_loss": float(loss.detach()),
                 "max_param_diff": max(float(d) for d in diffs),
                 "threads": torch.get_num_threads(),
@@ -140,6 +151,7 @@ def main(argv=None):
         "images_per_sec_median": round(statistics.median(rates), 1),
         "images_per_sec_all": [round(x, 1) for x in rates],
         "ms_per_step_best": round(1000.0 * args.ranks * args.batch / max(rates), 3),
+        "others_load_all": res["others"],
         "repeats": args.repeats,
         "steps": args.steps,
         "warmup_steps": args.warmup_steps,
@@ -156,7 +168,8 @@ def main(argv=None):
               f"threads/rank={r['threads_per_rank']} batch/rank={args.batch}: "
               f"best {r['images_per_sec']:.1f} img/s global, median {r['images_per_sec_median']:.1f} img/s "
               f"({r['ms_per_step_best']:.2f} ms/step best; repeats {r['images_per_sec_all']}; "
-              f"max param diff across ranks {r['max_param_diff_across_ranks']:.1e})", flush=True)
+              f"max param diff across ranks {r['max_param_diff_across_ranks']:.1e}; "
+              f"other processes' load per repeat {r['others_load_all']})", flush=True)
 
 
 if __name__ == "__main__":

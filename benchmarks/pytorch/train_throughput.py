@@ -186,6 +186,26 @@ def run_steps(step, batches, start, steps=None, seconds=None):
     return done, t1 - t0, i, loss
 
 
+def machine_busy_seconds():
+    """Busy CPU seconds summed over all CPUs since boot (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = v
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+
+
+def others_load(busy0, busy1, self_cpu, elapsed):
+    """Average number of CPUs kept busy by *other* processes during a timed region
+    (machine busy time minus our own CPU time, over wall time). ~0 means a clean run;
+    on this 2-core box anything above ~0.1 means the figure is contaminated."""
+    if busy0 is None or busy1 is None or elapsed <= 0:
+        return None
+    return round(max(0.0, (busy1 - busy0) - self_cpu) / elapsed, 2)
+
+
 def bench_model(name, args, batches):
     torch.manual_seed(args.seed)
     model = build_model(name, args.fc_as_conv)
@@ -196,11 +216,14 @@ def bench_model(name, args, batches):
     if args.warmup_steps > 0:
         _, _, idx, _ = run_steps(step, batches, idx, steps=args.warmup_steps)
 
-    rates, step_ms = [], []
+    rates, step_ms, others = [], [], []
     for _ in range(args.repeats):
+        b0, c0 = machine_busy_seconds(), time.process_time()
         done, dt, idx, loss = run_steps(step, batches, idx, steps=args.steps, seconds=args.seconds)
+        b1, c1 = machine_busy_seconds(), time.process_time()
         rates.append(done * args.batch / dt)
         step_ms.append(1000.0 * dt / done)
+        others.append(others_load(b0, b1, c1 - c0, dt))
     final_loss = float(loss.detach())
     if final_loss != final_loss:  # NaN guard: a diverged run is not a valid benchmark
         raise RuntimeError(f"{name}: loss became NaN")
@@ -216,6 +239,7 @@ def bench_model(name, args, batches):
         "images_per_sec_median": round(statistics.median(rates), 1),
         "images_per_sec_all": [round(r, 1) for r in rates],
         "ms_per_step_best": round(min(step_ms), 3),
+        "others_load_all": others,
         "repeats": args.repeats,
         "steps": args.steps if args.seconds is None else None,
         "seconds": args.seconds,
@@ -264,7 +288,8 @@ def main(argv=None):
             fc = " fc-as-conv" if args.fc_as_conv else ""
             print(f"pytorch {r['torch']} {name:7s}{fc} batch={r['batch']} threads={r['threads']}: "
                   f"best {r['images_per_sec']:.1f} img/s, median {r['images_per_sec_median']:.1f} img/s "
-                  f"({r['ms_per_step_best']:.2f} ms/step best; repeats {r['images_per_sec_all']})",
+                  f"({r['ms_per_step_best']:.2f} ms/step best; repeats {r['images_per_sec_all']}; "
+                  f"other processes' load per repeat {r['others_load_all']})",
                   flush=True)
 
 

@@ -161,6 +161,17 @@ TEST(DptrainCli, RefusesToOverwriteARun) {
   EXPECT_EQ(slurp(dir / "run/final_weights"), before);
 }
 
+TEST(DptrainCli, LinearScalingRuleScalesTheRateByTheGlobalBatch) {
+  TempDir dir;
+  const std::string config = write_config(dir, kSmallNet);
+  // base_lr 0.01 at batch 16 against a reference batch of 8: 0.02.
+  const auto r = run_command(kBin + " train " + config + " --run-dir " + (dir / "run") +
+                             " --set solver.lr_scaling=LINEAR --set solver.lr_reference_batch=8"
+                             " --set solver.base_lr=0.01 --set runtime.log_every_steps=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(slurp(dir / "run/metrics.jsonl"), HasSubstr("\"lr\":0.02,"));
+}
+
 TEST(DptrainCli, DiffWeightsReportsDamagedFile) {
   TempDir dir;
   std::ofstream(dir / "junk") << "not weights";

@@ -2,6 +2,7 @@
 // rank at batch B does, runs repeat bitwise, the overlapped reducer equals
 // the fused one, and a failing rank ends the job with a message naming it.
 #include <filesystem>
+#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -125,6 +126,26 @@ TEST_F(MpiTraining, FailingRankEndsTheJobNamingIt) {
     EXPECT_FALSE(std::filesystem::exists(dir_ / "fault/final_weights"));
     std::filesystem::remove_all(dir_ / "fault");
   }
+}
+
+TEST_F(MpiTraining, StalledRankEndsTheJobAfterTheTimeout) {
+  const auto r = run_command("DPTRAIN_FAULT=hang:1:3 " + mpiexec(2) +
+                             lenet(dir_ / "stall", "--set runtime.stall_timeout_s=3"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.exit_code, 124) << "the job hung until the timeout";
+  EXPECT_THAT(slurp(dir_ / "stall.log"),
+              HasSubstr("rank 0: waited 3 s in the gradient allreduce; another rank has stalled"));
+}
+
+TEST_F(MpiTraining, DefaultThreadsShareTheCoresAmongRanks) {
+  const auto r = run_command(
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 mpiexec -np 2 "
+      "--oversubscribe --bind-to none --mca mpi_yield_when_idle 1 -x OMP_NUM_THREADS= " +
+      lenet(dir_ / "threads", "--set solver.max_steps=1"));
+  ASSERT_EQ(r.exit_code, 0) << slurp(dir_ / "threads.log");
+  const unsigned per_rank = std::max(1u, std::thread::hardware_concurrency() / 2);
+  EXPECT_THAT(slurp(dir_ / "threads.log"),
+              HasSubstr("2 rank(s) x " + std::to_string(per_rank) + " thread(s)"));
 }
 
 TEST_F(MpiTraining, BadDataOnOneRankEndsTheJobNamingIt) {
