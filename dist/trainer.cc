@@ -424,12 +424,13 @@ double Trainer::run() {
         const int width = 30;
         const int filled = static_cast<int>(width * (i + 1) / steps_per_epoch);
         const double eta = last_draw / static_cast<double>(step) * static_cast<double>(s.total_steps - step);
-        std::printf("\r\033[Kepoch %lld/%d [%s%s] %lld/%lld  loss %.4f  eta %s",
+        const double rate = static_cast<double>(step * global_batch) / last_draw;
+        std::printf("\r\033[Kepoch %lld/%d [%s%s] %lld/%lld  loss %.4f  %.0f img/s  eta %s",
                     static_cast<long long>(epoch + 1), solver.epochs(),
                     std::string(static_cast<size_t>(filled), '=').c_str(),
                     std::string(static_cast<size_t>(width - filled), ' ').c_str(),
                     static_cast<long long>(i + 1), static_cast<long long>(steps_per_epoch),
-                    static_cast<double>(loss), format_duration(eta).c_str());
+                    static_cast<double>(loss), rate, format_duration(eta).c_str());
         std::fflush(stdout);
       }
     }
