@@ -80,6 +80,9 @@ PD first_fast(Make&&... candidates) {
   return chosen;
 }
 
+// The plain (row-major) f32 layout of `dims`, for any rank.
+dnnl::memory::desc plain_desc(const dnnl::memory::dims& dims);
+
 // Short layout name for logs, e.g. "nchw", "nChw8c", "OIhw8i8o".
 std::string layout_name(const dnnl::memory::desc& md);
 

@@ -18,12 +18,6 @@ namespace {
 
 using dnnl::memory;
 
-memory::desc plain_desc(const memory::dims& dims) {
-  memory::dims strides(dims.size(), 1);
-  for (size_t i = dims.size() - 1; i-- > 0;) strides[i] = strides[i + 1] * dims[i + 1];
-  return memory::desc(dims, memory::data_type::f32, strides);
-}
-
 class L2NormalizeLayer : public Layer {
  public:
   using Layer::Layer;
