@@ -50,59 +50,67 @@ def worker(rank, args, port, queue):
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(args.threads)
     dist.init_process_group("gloo", rank=rank, world_size=args.ranks)
-    try:
-        # Each rank gets its own contiguous shard of real images.
-        x, y = tt.load_fashion_mnist(args.images, args.data_dir, offset=rank * args.images)
-        batches = tt.make_batches(x, y, args.batch)
+    _run_rank(rank, args, queue)
+    # Leave without running destructors. With torch 1.13 + gloo, tearing down the
+    # DDP Reducer / ProcessGroupGloo from Python can deadlock: the main thread holds
+    # the GIL while joining a gloo worker thread that needs the GIL to free a tensor.
+    dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
-        torch.manual_seed(args.seed)  # identical init on all ranks (DDP also broadcasts rank 0's)
-        model = tt.build_model(args.model, args.fc_as_conv)
-        model.train()
-        ddp = DDP(model, bucket_cap_mb=args.bucket_cap_mb)
-        step = tt.make_step(ddp, lr=args.lr, momentum=args.momentum)
 
-        idx = 0
-        idx, _ = timed_steps(step, batches, idx, args.warmup_steps)
+def _run_rank(rank, args, queue):
+    # Each rank gets its own contiguous shard of real images.
+    x, y = tt.load_fashion_mnist(args.images, args.data_dir, offset=rank * args.images)
+    batches = tt.make_batches(x, y, args.batch)
 
-        rates, elapsed, self_cpu, busy = [], [], [], []
-        loss = None
-        for _ in range(args.repeats):
-            dist.barrier()
-            b0, c0 = tt.machine_busy_seconds(), time.process_time()
-            t0 = time.perf_counter()
-            idx, loss = timed_steps(step, batches, idx, args.steps)
-            dist.barrier()
-            dt = time.perf_counter() - t0
-            b1, c1 = tt.machine_busy_seconds(), time.process_time()
-            rates.append(args.ranks * args.batch * args.steps / dt)
-            elapsed.append(dt)
-            self_cpu.append(c1 - c0)
-            busy.append((b0, b1))
-        # CPU time of all ranks per repeat -> load of *other* processes during the timed region.
-        cpu = torch.tensor(self_cpu, dtype=torch.float64)
-        dist.all_reduce(cpu)
-        others = [tt.others_load(b0, b1, float(c), dt)
-                  for (b0, b1), c, dt in zip(busy, cpu.tolist(), elapsed)]
+    torch.manual_seed(args.seed)  # identical init on all ranks (DDP also broadcasts rank 0's)
+    model = tt.build_model(args.model, args.fc_as_conv)
+    model.train()
+    ddp = DDP(model, bucket_cap_mb=args.bucket_cap_mb)
+    step = tt.make_step(ddp, lr=args.lr, momentum=args.momentum)
 
-        # Sanity: parameters must stay identical across ranks under DDP.
-        flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-        ref = flat.clone()
-        dist.broadcast(ref, src=0)
-        max_diff = float((flat - ref).abs().max())
-        diffs = [torch.zeros(1) for _ in range(args.ranks)]
-        dist.all_gather(diffs, torch.tensor([max_diff]))
+    idx = 0
+    idx, _ = timed_steps(step, batches, idx, args.warmup_steps)
 
-        if rank == 0:
-            queue.put({
-                "rates": rates,
-                "others": others,
-                "final_loss": float(loss.detach()),
-                "max_param_diff": max(float(d) for d in diffs),
-                "threads": torch.get_num_threads(),
-                "params": int(flat.numel()),
-            })
-    finally:
-        dist.destroy_process_group()
+    rates, elapsed, self_cpu, busy = [], [], [], []
+    loss = None
+    for _ in range(args.repeats):
+        dist.barrier()
+        b0, c0 = tt.machine_busy_seconds(), time.process_time()
+        t0 = time.perf_counter()
+        idx, loss = timed_steps(step, batches, idx, args.steps)
+        dist.barrier()
+        dt = time.perf_counter() - t0
+        b1, c1 = tt.machine_busy_seconds(), time.process_time()
+        rates.append(args.ranks * args.batch * args.steps / dt)
+        elapsed.append(dt)
+        self_cpu.append(c1 - c0)
+        busy.append((b0, b1))
+    # CPU time of all ranks per repeat -> load of *other* processes during the timed region.
+    cpu = torch.tensor(self_cpu, dtype=torch.float64)
+    dist.all_reduce(cpu)
+    others = [tt.others_load(b0, b1, float(c), dt)
+              for (b0, b1), c, dt in zip(busy, cpu.tolist(), elapsed)]
+
+    # Sanity: parameters must stay identical across ranks under DDP.
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    ref = flat.clone()
+    dist.broadcast(ref, src=0)
+    max_diff = float((flat - ref).abs().max())
+    diffs = [torch.zeros(1) for _ in range(args.ranks)]
+    dist.all_gather(diffs, torch.tensor([max_diff]))
+
+    if rank == 0:
+        queue.put({
+            "rates": rates,
+            "others": others,
+            "final_loss": float(loss.detach()),
+            "max_param_diff": max(float(d) for d in diffs),
+            "threads": torch.get_num_threads(),
+            "params": int(flat.numel()),
+        })
 
 
 def parse_args(argv=None):
