@@ -24,7 +24,7 @@ namespace dptrain {
 class ReplicaReducer {
  public:
   virtual ~ReplicaReducer() = default;
-  virtual void sum(float* data, size_t count) = 0;
+  virtual void sum(double* data, size_t count) = 0;
   virtual int replicas() const = 0;
 };
 
@@ -57,8 +57,11 @@ class SetupContext {
 
   const NetState& state() const { return state_; }
 
-  // Gives `top` the layout `md`; its storage comes from the net's arena.
-  void define_top(Blob* top, const dnnl::memory::desc& md);
+  // Gives `top` the layout `md`; its storage comes from the net's arena,
+  // held only while a forward or backward needs it. With `in_place_of`,
+  // the top's gradient is that blob's (same layout): for a backward that
+  // overwrites the gradient it reads.
+  void define_top(Blob* top, const dnnl::memory::desc& md, const Blob* in_place_of = nullptr);
   // `top` with the same storage as `bottom` (its gradient stays separate).
   void share_top(Blob* top, const Blob& bottom);
   // Declares a trainable parameter (or, with trainable=false, a buffer).
@@ -109,6 +112,10 @@ class Layer {
   virtual bool fuse_activation(const Activation&) { return false; }
   // One line on the primitives chosen (implementations and layouts).
   virtual std::string describe() const { return ""; }
+  // Whether backward reads the values of the bottoms, or of the top. Where
+  // it reads neither, their bytes serve other blobs once forward is past.
+  virtual bool backward_reads_bottoms() const { return true; }
+  virtual bool backward_reads_top() const { return true; }
 
   const std::vector<Param*>& params() const { return params_; }
   const std::vector<std::string>& bottom_names() const { return bottom_names_; }

@@ -1,6 +1,7 @@
 #include "core/net.h"
 
 #include <algorithm>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -118,10 +119,98 @@ std::vector<Node> insert_splits(std::vector<Node> nodes) {
   return out;
 }
 
+// A buffer of the arena and the span of the step that uses it, in steps of
+// one layer: forward runs layer i at time i, backward at time 2L - 2 - i
+// (the loss's forward and backward share a time).
+struct Lifetime {
+  dnnl::memory memory;
+  int first, last;
+};
+
+// The span of the step that needs each arena buffer. A blob's value lives
+// from its producer's forward to the last forward that reads it, and on to
+// the backward of its producer or of a reader where that backward reads
+// it; its gradient from the backward of its last reader to that of its
+// producer. A buffer of several blobs (a Split's top, an in-place gradient)
+// takes the union of their spans.
+std::vector<Lifetime> lifetimes(const std::vector<dnnl::memory>& arena,
+                                const std::vector<std::unique_ptr<Layer>>& layers,
+                                const std::vector<Blob*>& tops,
+                                const std::map<std::string, std::unique_ptr<Blob>>& blobs) {
+  const int count = static_cast<int>(layers.size());
+  const int end = 2 * count - 2;
+  auto backward_time = [&](int layer) { return end - layer; };
+  std::vector<Lifetime> spans;
+  std::map<dnnl_memory_t, size_t> index;
+  for (const auto& m : arena) {
+    if (index.emplace(m.get(), spans.size()).second) spans.push_back({m, end + 1, -1});
+  }
+  auto need = [&](const dnnl::memory& m, int first, int last) {
+    if (!m) return;
+    Lifetime& span = spans[index.at(m.get())];
+    span.first = std::min(span.first, first);
+    span.last = std::max(span.last, last);
+  };
+  std::map<const Blob*, std::vector<int>> readers;
+  for (int i = 0; i < count; ++i) {
+    for (const std::string& b : layers[static_cast<size_t>(i)]->bottom_names()) {
+      readers[blobs.at(b).get()].push_back(i);
+    }
+  }
+  for (int p = 0; p < count; ++p) {
+    const Blob* top = tops[static_cast<size_t>(p)];
+    int last = layers[static_cast<size_t>(p)]->backward_reads_top() ? backward_time(p) : p;
+    int first_gradient = backward_time(p);
+    for (int c : readers[top]) {
+      last = std::max(last, layers[static_cast<size_t>(c)]->backward_reads_bottoms() ? backward_time(c) : c);
+      first_gradient = std::min(first_gradient, backward_time(c));
+    }
+    need(top->data, p, last);
+    need(top->diff, first_gradient, backward_time(p));
+  }
+  // The inputs, and anything no blob claims, for the whole step.
+  for (Lifetime& span : spans) {
+    if (span.last < 0) span = {span.memory, 0, end};
+  }
+  return spans;
+}
+
+// Places the buffers so that those whose spans overlap never share bytes
+// (largest first, each at the lowest offset free for its span), in
+// cache-line-aligned slots; returns the arena's size in bytes.
+size_t place(std::vector<Lifetime>& buffers, std::vector<size_t>& offsets) {
+  auto slot = [](size_t bytes) { return (bytes + 63) / 64 * 64; };
+  std::vector<size_t> order(buffers.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  auto size = [&](size_t i) { return slot(buffers[i].memory.get_desc().get_size()); };
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return size(a) > size(b); });
+  offsets.assign(buffers.size(), 0);
+  std::vector<size_t> placed;
+  size_t total = 0;
+  for (size_t i : order) {
+    std::vector<std::pair<size_t, size_t>> taken;  // [begin, end) of overlapping spans
+    for (size_t j : placed) {
+      if (buffers[j].first <= buffers[i].last && buffers[i].first <= buffers[j].last) {
+        taken.emplace_back(offsets[j], offsets[j] + size(j));
+      }
+    }
+    std::sort(taken.begin(), taken.end());
+    size_t at = 0;
+    for (const auto& [begin, end] : taken) {
+      if (at + size(i) <= begin) break;
+      at = std::max(at, end);
+    }
+    offsets[i] = at;
+    total = std::max(total, at + size(i));
+    placed.push_back(i);
+  }
+  return total;
+}
+
 }  // namespace
 
 Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t seed,
-         ReplicaReducer* replica_reducer)
+         ReplicaReducer* replica_reducer, BlobMemory memory)
     : input_dims_(input_dims) {
   using tag = dnnl::memory::format_tag;
   using dt = dnnl::memory::data_type;
@@ -191,16 +280,14 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
   }
   loss_ = dynamic_cast<LossLayer*>(layers_.back().get());
 
-  // One arena for all blobs, in cache-line-aligned slots.
-  auto slot = [](size_t bytes) { return (bytes + 63) / 64 * 64; };
-  size_t total = 0;
-  for (const auto& m : pending.arena) total += slot(m.get_desc().get_size());
-  arena_ = AlignedFloats(total / sizeof(float));
-  char* base = reinterpret_cast<char*>(arena_.data());
-  for (auto& m : pending.arena) {
-    m.set_data_handle(base);
-    base += slot(m.get_desc().get_size());
+  std::vector<Lifetime> buffers = lifetimes(pending.arena, layers_, tops_, blobs_);
+  if (memory == BlobMemory::kKeepAll) {
+    for (Lifetime& b : buffers) b = {b.memory, 0, std::numeric_limits<int>::max()};
   }
+  std::vector<size_t> offsets;
+  arena_ = AlignedFloats(place(buffers, offsets) / sizeof(float));
+  char* base = reinterpret_cast<char*>(arena_.data());
+  for (size_t i = 0; i < buffers.size(); ++i) buffers[i].memory.set_data_handle(base + offsets[i]);
   for (auto& [from, view] : pending.views) view.set_data_handle(from.get_data_handle());
   scratchpad_ = AlignedFloats((pending.scratchpad_bytes + 3) / 4);
   for (auto& m : pending.scratchpads) m.set_data_handle(scratchpad_.data());
@@ -255,7 +342,7 @@ std::string Net::summary() const {
     out << "\n";
   }
   out << "parameters: " << store_.size() << " floats in " << store_.params().size()
-      << " tensors; activations: " << arena_.size() * sizeof(float) / 1024 << " KiB";
+      << " tensors; activations: " << arena_bytes() / 1024 << " KiB";
   return out.str();
 }
 

@@ -23,9 +23,16 @@ namespace dptrain {
 
 class Net {
  public:
+  // How blobs get their bytes. kReuse: blobs whose lifetimes in a step do
+  // not overlap share them, so a blob's value (or gradient) is readable
+  // only while forward and backward still need it. kKeepAll: each blob
+  // has bytes of its own and stays readable after the step (inspection,
+  // tests).
+  enum class BlobMemory { kReuse, kKeepAll };
+
   // input_dims: {N, C, H, W} of the batch one replica sees.
   Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t seed,
-      ReplicaReducer* replica_reducer = nullptr);
+      ReplicaReducer* replica_reducer = nullptr, BlobMemory memory = BlobMemory::kReuse);
 
   // Points the inputs at a batch (NCHW floats, N labels); only the first
   // `valid` samples count in the loss and the metrics.
@@ -47,6 +54,7 @@ class Net {
 
   // One line per layer: type, top shape and layout, primitive choices.
   std::string summary() const;
+  size_t arena_bytes() const { return arena_.size() * sizeof(float); }
 
  private:
   dnnl::memory::dims input_dims_;

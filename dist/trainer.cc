@@ -34,7 +34,7 @@ double seconds_since(Clock::time_point t) {
 class MpiReplicaReducer : public ReplicaReducer {
  public:
   explicit MpiReplicaReducer(const Communicator& comm) : comm_(comm) {}
-  void sum(float* data, size_t count) override { comm_.allreduce_sum(data, count); }
+  void sum(double* data, size_t count) override { comm_.allreduce_sum(data, count); }
   int replicas() const override { return comm_.size(); }
 
  private:

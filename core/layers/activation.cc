@@ -37,6 +37,7 @@ class ActivationLayer : public Layer {
   }
 
   void forward(bool) override { forward_.run(); }
+  bool backward_reads_bottoms() const override { return false; }  // the output suffices
   void backward() override {
     backward_.run();
     diff_src_.run();

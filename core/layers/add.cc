@@ -58,6 +58,8 @@ class AddLayer : public Layer {
     for (const BoundPrimitive& copy : backward_) copy.run();
   }
   std::string describe() const override { return describe_; }
+  bool backward_reads_bottoms() const override { return false; }
+  bool backward_reads_top() const override { return false; }
 
  private:
   BoundPrimitive forward_;

@@ -160,7 +160,9 @@ class BatchNormLayer : public Layer {
     // given to it.
     const Fwd::primitive_desc fwd({prop::forward_training, data, eps_, sync_ ? global : base},
                                   default_attr(), eng);
-    ctx.define_top(top, fwd.dst_desc());
+    // oneDNN's backward can write the input gradient over the output's;
+    // the synchronized correction still reads the latter.
+    ctx.define_top(top, fwd.dst_desc(), sync_ ? nullptr : &bottom);
     mean_ = memory(fwd.mean_desc(), eng);
     var_ = memory(fwd.variance_desc(), eng);
     if (relu_) workspace_ = memory(fwd.workspace_desc(), eng);
@@ -205,7 +207,7 @@ class BatchNormLayer : public Layer {
 
     if (sync_) {
       groups_ = ChannelGroups(data);
-      sums_.assign(static_cast<size_t>(2 * channels_ + 1), 0.f);
+      sums_.assign(static_cast<size_t>(2 * channels_ + 1), 0.0);
       describe_ += " sync x" + std::to_string(reducer_ ? reducer_->replicas() : 1);
     }
   }
@@ -230,10 +232,13 @@ class BatchNormLayer : public Layer {
   }
 
   std::string describe() const override { return describe_; }
+  // Only the synchronized path's ReLU cut reads the output (oneDNN's uses the workspace).
+  bool backward_reads_top() const override { return sync_ && relu_; }
 
  private:
   // Mean and (biased) variance of the global batch into mean_ and var_,
-  // summed in double on each replica. The sums are taken around the running
+  // summed in double on each replica and over the replicas, so that the
+  // statistics of N replicas round to the same floats as one replica's. The sums are taken around the running
   // mean, which every replica holds identically (broadcast at the start,
   // then updated from the same global statistics) and which tracks the
   // batch mean, so that E[x^2] - E[x]^2 does not cancel catastrophically.
@@ -256,19 +261,18 @@ class BatchNormLayer : public Layer {
         }
       });
       for (int64_t l = 0; l < groups_.lanes(g); ++l) {
-        sums_[static_cast<size_t>(c0 + l)] = static_cast<float>(s1[l]);
-        sums_[static_cast<size_t>(c_count + c0 + l)] = static_cast<float>(s2[l]);
+        sums_[static_cast<size_t>(c0 + l)] = s1[l];
+        sums_[static_cast<size_t>(c_count + c0 + l)] = s2[l];
       }
     }
-    sums_[static_cast<size_t>(2 * c_count)] = static_cast<float>(local_count_);
+    sums_[static_cast<size_t>(2 * c_count)] = static_cast<double>(local_count_);
     if (reducer_) reducer_->sum(sums_.data(), sums_.size());
-    global_count_ = static_cast<double>(sums_[static_cast<size_t>(2 * c_count)]);
+    global_count_ = sums_[static_cast<size_t>(2 * c_count)];
     float* mean = ptr(mean_);
     float* var = ptr(var_);
     for (int64_t c = 0; c < c_count; ++c) {
-      const double m1 = static_cast<double>(sums_[static_cast<size_t>(c)]) / global_count_;
-      const double m2 =
-          static_cast<double>(sums_[static_cast<size_t>(c_count + c)]) / global_count_;
+      const double m1 = sums_[static_cast<size_t>(c)] / global_count_;
+      const double m2 = sums_[static_cast<size_t>(c_count + c)] / global_count_;
       mean[c] = static_cast<float>(static_cast<double>(shift[c]) + m1);
       var[c] = static_cast<float>(std::max(m2 - m1 * m1, 0.0));
     }
@@ -296,9 +300,12 @@ class BatchNormLayer : public Layer {
   //   dx = gamma * inv_std * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M).
   void synchronized_input_gradient() {
     const int64_t c_count = channels_, groups = groups_.groups();
-    std::memcpy(sums_.data(), ptr(shift_->grad), sizeof(float) * static_cast<size_t>(c_count));
-    std::memcpy(sums_.data() + c_count, ptr(scale_->grad),
-                sizeof(float) * static_cast<size_t>(c_count));
+    const float* dshift = ptr(shift_->grad);
+    const float* dscale = ptr(scale_->grad);
+    for (int64_t c = 0; c < c_count; ++c) {
+      sums_[static_cast<size_t>(c)] = dshift[c];
+      sums_[static_cast<size_t>(c_count + c)] = dscale[c];
+    }
     if (reducer_) reducer_->sum(sums_.data(), static_cast<size_t>(2 * c_count));
     const float* x = ptr(bottom_->data);
     const float* y = ptr(top_->data);
@@ -307,7 +314,7 @@ class BatchNormLayer : public Layer {
     const float* gamma = ptr(scale_->value);
     const float* mean = ptr(mean_);
     const float* var = ptr(var_);
-    const auto m = static_cast<float>(global_count_);
+    const double m = global_count_;
     const bool relu = relu_;
 #pragma omp parallel for schedule(static)
     for (int64_t g = 0; g < groups; ++g) {
@@ -317,8 +324,8 @@ class BatchNormLayer : public Layer {
       for (int64_t l = 0; l < groups_.lanes(g); ++l) {
         const int64_t c = c0 + l;
         const float inv_std = 1.f / std::sqrt(var[c] + eps_);
-        const float mean_dy = sums_[static_cast<size_t>(c)] / m;
-        const float mean_dy_xhat = sums_[static_cast<size_t>(c_count + c)] / m;
+        const auto mean_dy = static_cast<float>(sums_[static_cast<size_t>(c)] / m);
+        const auto mean_dy_xhat = static_cast<float>(sums_[static_cast<size_t>(c_count + c)] / m);
         a[l] = gamma[c] * inv_std;
         k[l] = -a[l] * inv_std * mean_dy_xhat;
         b[l] = -a[l] * mean_dy - k[l] * mean[c];
@@ -356,7 +363,7 @@ class BatchNormLayer : public Layer {
   memory mean_, var_, workspace_, diff_src_;
   BoundPrimitive forward_, eval_, backward_;
   ChannelGroups groups_;
-  std::vector<float> sums_;
+  std::vector<double> sums_;
   std::string describe_;
 };
 

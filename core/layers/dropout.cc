@@ -92,6 +92,9 @@ class DropoutLayer : public Layer {
     for (int64_t i = 0; i < count; ++i) dx[i] = mask[i] ? dy[i] * scale : 0.f;
   }
 
+  bool backward_reads_bottoms() const override { return false; }  // the mask suffices
+  bool backward_reads_top() const override { return false; }
+
   std::string describe() const override {
     std::ostringstream out;
     out << "ratio " << ratio_;

@@ -38,6 +38,8 @@ class FlattenLayer : public Layer {
   void forward(bool) override { forward_.run(); }
   void backward() override { backward_.run(); }
   std::string describe() const override { return describe_; }
+  bool backward_reads_bottoms() const override { return false; }
+  bool backward_reads_top() const override { return false; }
 
  private:
   BoundPrimitive forward_, backward_;

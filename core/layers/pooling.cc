@@ -70,6 +70,9 @@ class PoolingLayer : public Layer {
     diff_src_.run();
   }
   std::string describe() const override { return describe_; }
+  // Max pooling's backward needs only the workspace, average pooling nothing.
+  bool backward_reads_bottoms() const override { return false; }
+  bool backward_reads_top() const override { return false; }
 
  private:
   memory workspace_;

@@ -31,6 +31,8 @@ class SplitLayer : public Layer {
   }
 
   void forward(bool) override {}
+  bool backward_reads_bottoms() const override { return false; }
+  bool backward_reads_top() const override { return false; }
   void backward() override {
     if (branch_ == bottom_->split_branches - 1) {
       copy_.run();

@@ -21,6 +21,8 @@ class WeightedLayer : public Layer {
   void forward(bool training) override;
   void backward() override;
   std::string describe() const override { return describe_; }
+  // The fused activation's gradient is taken from the output.
+  bool backward_reads_top() const override { return activation_.has_value(); }
 
  protected:
   // Forward attributes: the shared scratchpad and the fused activation.

@@ -75,6 +75,18 @@ inline std::vector<float> distinct_values(size_t n, uint64_t seed) {
   return v;
 }
 
+inline std::vector<float> param_grad(const Net& net, const std::string& name) {
+  for (const auto& p : net.params().params()) {
+    if (p->name != name) continue;
+    std::vector<float> out(p->plain_desc.get_size() / sizeof(float));
+    memory plain(p->plain_desc, cpu_engine(), out.data());
+    make_reorder(p->grad, plain).run();
+    cpu_stream().wait();
+    return out;
+  }
+  throw std::runtime_error("no parameter " + name);
+}
+
 struct HarnessOptions {
   int classes = 3;
   uint64_t seed = 11;
@@ -98,7 +110,9 @@ class Harness {
         opt.loss + " }\n";
     spec_ = parse_net(text);
     seed_ = opt.seed;
-    net_ = std::make_unique<Net>(spec_, input, opt.seed, opt.reducer);
+    // Blobs keep their bytes so that tests can read any of them after a
+    // step; the gradient checks run on a twin that reuses them.
+    net_ = std::make_unique<Net>(spec_, input, opt.seed, opt.reducer, Net::BlobMemory::kKeepAll);
     x_ = distinct_values(static_cast<size_t>(volume(input)), opt.seed + 1);
     Rng rng(opt.seed + 2);
     labels_.resize(static_cast<size_t>(input[0]));
@@ -153,17 +167,7 @@ class Harness {
     net_->params().import_weights(file, "test");
   }
   // Gradient of a trainable parameter, plain layout.
-  std::vector<float> grad(const std::string& name) const {
-    for (const auto& p : net_->params().params()) {
-      if (p->name != name) continue;
-      std::vector<float> out(p->plain_desc.get_size() / sizeof(float));
-      memory plain(p->plain_desc, cpu_engine(), out.data());
-      make_reorder(p->grad, plain).run();
-      cpu_stream().wait();
-      return out;
-    }
-    throw std::runtime_error("no parameter " + name);
-  }
+  std::vector<float> grad(const std::string& name) const { return param_grad(*net_, name); }
   const Layer& layer(const std::string& name) const {
     for (const auto& l : net_->layers()) {
       if (l->name() == name) return *l;
@@ -253,21 +257,23 @@ void expect_close_gradients(const std::string& what, const std::vector<size_t>& 
 // Backward against central differences of the loss (training forward) for
 // every trainable parameter and, through the identity `pre`, the input.
 inline void expect_gradients_match(Harness& h, const GradCheck& opt = {}) {
-  Net& net = h.net();
-  h.forward_backward();
-  const std::vector<float> dx = opt.input ? h.diff("pre") : std::vector<float>();
-  std::vector<std::vector<float>> analytic;
-  for (const auto& p : net.params().params()) analytic.push_back(h.grad(p->name));
-
   // The differences take thousands of forwards of a tiny net, where waking
   // threads costs more than the work (on a busy machine, a scheduler tick
-  // per primitive): they run on a one-thread twin of the net.
+  // per primitive): they run on a one-thread twin of the net. Its blobs
+  // share bytes as in training, so the backward checked is the one that
+  // trains.
   struct OneThread {
     int saved = omp_get_max_threads();
     OneThread() { omp_set_num_threads(1); }
     ~OneThread() { omp_set_num_threads(saved); }
   } one_thread;
   const std::unique_ptr<Net> twin = h.twin();
+  twin->forward(true);
+  twin->backward();
+  // The input's gradient is the first layer's, which backward writes last.
+  const std::vector<float> dx = opt.input ? to_plain(twin->blob("pre").diff) : std::vector<float>();
+  std::vector<std::vector<float>> analytic;
+  for (const auto& p : twin->params().params()) analytic.push_back(param_grad(*twin, p->name));
   auto loss = [&] {
     twin->forward(true);
     return static_cast<double>(twin->loss_layer().loss());
