@@ -12,4 +12,10 @@ dnnl::stream& cpu_stream() {
   return stream;
 }
 
+bool has_avx512_core() {
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const auto avx512 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
+  return (isa & avx512) == avx512;
+}
+
 }  // namespace dptrain

@@ -9,4 +9,8 @@ namespace dptrain {
 dnnl::engine& cpu_engine();
 dnnl::stream& cpu_stream();
 
+// Whether oneDNN runs AVX-512 kernels here (its ISA query, which honours
+// ONEDNN_MAX_CPU_ISA).
+bool has_avx512_core();
+
 }  // namespace dptrain

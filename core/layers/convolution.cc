@@ -75,11 +75,14 @@ class ConvolutionLayer : public WeightedLayer {
                                    default_attr(), eng, fwd);
       };
     };
-    // Few input channels waste most of a channel-blocked kernel on padding;
-    // channels-last is the fast layout for them.
+    // With few input channels, AVX2's channel-blocked kernel wastes most of
+    // its work on padding, and its channels-last one is the fast one.
+    // AVX-512's blocked kernel is fast for them too, and reading the
+    // gradient in the forward's layout saves a reorder (LeNet's step 14%
+    // faster than through channels-last, convbn's 6%).
     const memory::desc nhwc_src({n, ic, ih, iw}, dt::f32, tag::nhwc);
     const memory::desc nhwc_dst({n, oc, oh, ow}, dt::f32, tag::nhwc);
-    const bool few_channels = ic / g < 8;
+    const bool few_channels = ic / g < 8 && !has_avx512_core();
     const auto bww = few_channels
         ? first_fast<Bww::primitive_desc>(bww_with(nhwc_src, any_w, nhwc_dst),
                                           bww_with(fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc()),
