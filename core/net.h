@@ -1,7 +1,9 @@
 // A net built from a NetSpec for one fixed input shape: the layer graph
 // (walkable, in execution order), its blobs, and its parameters in one flat
 // store. Owns every primitive and every byte it runs on; forward() and
-// backward() allocate nothing.
+// backward() allocate nothing. The blobs live in one arena, planned from
+// when each value and gradient is needed in a step, so that a net needs
+// little more memory than the values its backward reads (BlobMemory).
 //
 // Building also rewrites the graph for speed: an activation that follows a
 // Convolution or InnerProduct (or a ReLU after BatchNorm) is fused into it,
