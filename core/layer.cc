@@ -29,7 +29,9 @@ void SetupContext::define_top(Blob* top, const dnnl::memory::desc& md, const Blo
   top->data = dnnl::memory(md, cpu_engine(), DNNL_MEMORY_NONE);
   pending_.arena.push_back(top->data);
   if (top->needs_grad && in_place_of && in_place_of->diff) {
-    if (in_place_of->diff.get_desc() != md) throw std::logic_error("in-place gradient of another layout");
+    if (in_place_of->diff.get_desc() != md) {
+      throw std::logic_error("in-place gradient of another layout");
+    }
     top->diff = in_place_of->diff;
   } else if (top->needs_grad) {
     top->diff = dnnl::memory(md, cpu_engine(), DNNL_MEMORY_NONE);

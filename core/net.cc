@@ -162,7 +162,8 @@ std::vector<Lifetime> lifetimes(const std::vector<dnnl::memory>& arena,
     int last = layers[static_cast<size_t>(p)]->backward_reads_top() ? backward_time(p) : p;
     int first_gradient = backward_time(p);
     for (int c : readers[top]) {
-      last = std::max(last, layers[static_cast<size_t>(c)]->backward_reads_bottoms() ? backward_time(c) : c);
+      const bool reads = layers[static_cast<size_t>(c)]->backward_reads_bottoms();
+      last = std::max(last, reads ? backward_time(c) : c);
       first_gradient = std::min(first_gradient, backward_time(c));
     }
     need(top->data, p, last);
@@ -183,7 +184,8 @@ size_t place(std::vector<Lifetime>& buffers, std::vector<size_t>& offsets) {
   std::vector<size_t> order(buffers.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   auto size = [&](size_t i) { return slot(buffers[i].memory.get_desc().get_size()); };
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return size(a) > size(b); });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return size(a) > size(b); });
   offsets.assign(buffers.size(), 0);
   std::vector<size_t> placed;
   size_t total = 0;

@@ -29,7 +29,8 @@ class Net {
   // not overlap share them, so a blob's value (or gradient) is readable
   // only while forward and backward still need it. kKeepAll: each blob
   // has bytes of its own and stays readable after the step (inspection,
-  // tests).
+  // tests), except a gradient a layer's backward overwrites in place
+  // (BatchNorm's output gradient becomes its input's).
   enum class BlobMemory { kReuse, kKeepAll };
 
   // input_dims: {N, C, H, W} of the batch one replica sees.

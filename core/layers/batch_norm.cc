@@ -238,10 +238,11 @@ class BatchNormLayer : public Layer {
  private:
   // Mean and (biased) variance of the global batch into mean_ and var_,
   // summed in double on each replica and over the replicas, so that the
-  // statistics of N replicas round to the same floats as one replica's. The sums are taken around the running
-  // mean, which every replica holds identically (broadcast at the start,
-  // then updated from the same global statistics) and which tracks the
-  // batch mean, so that E[x^2] - E[x]^2 does not cancel catastrophically.
+  // statistics of N replicas round to the same floats as one replica's.
+  // The sums are taken around the running mean, which every replica holds
+  // identically (broadcast at the start, then updated from the same global
+  // statistics) and which tracks the batch mean, so that E[x^2] - E[x]^2
+  // does not cancel catastrophically.
   void global_statistics() {
     cpu_stream().wait();
     const float* x = ptr(bottom_->data);

@@ -476,7 +476,7 @@ class ExchangeReducer : public ReplicaReducer {
  public:
   struct Shared {
     std::barrier<> barrier{2};
-    std::vector<float> slots[2];
+    std::vector<double> slots[2];
   };
   ExchangeReducer(Shared* shared, int rank) : shared_(shared), rank_(rank) {}
   void sum(double* data, size_t count) override {
