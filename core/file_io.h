@@ -3,13 +3,18 @@
 // torn file behind the name.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "core/dptrain.pb.h"
 
 namespace dptrain {
 
-void write_file_atomically(const std::string& path, const std::string& bytes);
+// Temp file (path + ".tmp"), fsync, rename, fsync of the folder: once it
+// returns the file is durable under its name. `before_rename` runs between
+// the flush and the rename (a fault point for tests).
+void write_file_atomically(const std::string& path, const std::string& bytes,
+                           const std::function<void()>& before_rename = {});
 std::string read_file(const std::string& path);
 
 // final_weights and friends: a WeightsFile message.

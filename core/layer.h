@@ -31,8 +31,9 @@ class ReplicaReducer {
 // Net-wide values layers read while running.
 struct NetState {
   uint64_t seed = 0;
-  int64_t step = 0;        // keys dropout masks
-  int rank = 0;            // keys dropout masks
+  int64_t step = 0;           // the optimizer step: keys dropout masks
+  int64_t sample_offset = 0;  // position of the batch's first sample in the
+                              // global batch: keys dropout masks
   int64_t valid = 0;       // real samples in the batch; the rest is padding
   float loss_scale = 1.f;  // multiplies the loss gradient (accumulation)
   ReplicaReducer* replica_reducer = nullptr;

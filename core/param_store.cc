@@ -2,8 +2,11 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <new>
+#include <set>
 
 #include "core/engine.h"
 #include "core/error.h"
@@ -35,10 +38,38 @@ std::vector<float> initial_values(const ParamInit& init, size_t count, uint64_t 
   return v;
 }
 
-void copy_in(const Param& p, const float* plain) {
+void copy_in(const Param& p, const float* plain, float* to = nullptr) {
   dnnl::memory src(p.plain_desc, cpu_engine(), const_cast<float*>(plain));
-  make_reorder(src, p.value).run();
+  if (to) {
+    dnnl::memory dst(p.value.get_desc(), cpu_engine(), to + p.offset);
+    make_reorder(src, dst).run();
+  } else {
+    make_reorder(src, p.value).run();
+  }
   cpu_stream().wait();
+}
+
+// p's slice of a buffer laid out like the store, as a plain tensor.
+void copy_out(const Param& p, const float* from, NamedTensor* t, const std::string& name) {
+  dnnl::memory plain(p.plain_desc, cpu_engine());
+  dnnl::memory src(p.value.get_desc(), cpu_engine(), const_cast<float*>(from) + p.offset);
+  make_reorder(src, plain).run();
+  cpu_stream().wait();
+  t->set_name(name);
+  for (auto d : p.export_dims) t->add_dims(d);
+  // x86-64 is little-endian, the file's byte order.
+  t->set_data(plain.get_data_handle(), p.plain_desc.get_size());
+}
+
+bool same_shape(const NamedTensor& t, const Param& p) {
+  const std::vector<int64_t> dims(t.dims().begin(), t.dims().end());
+  return dims == p.export_dims && t.data().size() == p.plain_desc.get_size();
+}
+
+std::string dims_text(const std::vector<int64_t>& dims) {
+  std::string out;
+  for (int64_t d : dims) out += (out.empty() ? "" : "x") + std::to_string(d);
+  return out.empty() ? "scalar" : out;
 }
 
 }  // namespace
@@ -100,18 +131,8 @@ void ParamStore::allocate(uint64_t seed) {
 
 WeightsFile ParamStore::export_weights() const {
   WeightsFile file;
-  for (const auto* list : {&params_, &buffers_}) {
-    for (const auto& p : *list) {
-      dnnl::memory plain(p->plain_desc, cpu_engine());
-      make_reorder(p->value, plain).run();
-      cpu_stream().wait();
-      NamedTensor* t = file.add_tensor();
-      t->set_name(p->name);
-      for (auto d : p->export_dims) t->add_dims(d);
-      // x86-64 is little-endian, the file's byte order.
-      t->set_data(plain.get_data_handle(), p->plain_desc.get_size());
-    }
-  }
+  for (const auto& p : params_) copy_out(*p, values_.data(), file.add_tensor(), p->name);
+  for (const auto& p : buffers_) copy_out(*p, buffer_values_.data(), file.add_tensor(), p->name);
   return file;
 }
 
@@ -125,14 +146,63 @@ void ParamStore::import_weights(const WeightsFile& file, const std::string& sour
   for (auto* list : {&params_, &buffers_}) {
     for (auto& p : *list) {
       const NamedTensor& t = file.tensor(i++);
-      std::vector<int64_t> dims(t.dims().begin(), t.dims().end());
-      if (t.name() != p->name || dims != p->export_dims ||
-          t.data().size() != p->plain_desc.get_size()) {
+      if (t.name() != p->name || !same_shape(t, *p)) {
         throw UserError(source + ": tensor " + std::to_string(i - 1) + " is '" + t.name() +
                         "' of a different shape or size than the net's '" + p->name + "'");
       }
       copy_in(*p, reinterpret_cast<const float*>(t.data().data()));
     }
+  }
+}
+
+void ParamStore::import_by_name(const WeightsFile& file, const std::string& source,
+                                const std::vector<std::string>& reinit) {
+  std::map<std::string, const NamedTensor*> by_name;
+  for (const NamedTensor& t : file.tensor()) by_name[t.name()] = &t;
+  std::set<std::string> unused(reinit.begin(), reinit.end());
+  for (auto* list : {&params_, &buffers_}) {
+    for (auto& p : *list) {
+      const std::string layer = p->name.substr(0, p->name.rfind('.'));
+      if (std::find(reinit.begin(), reinit.end(), layer) != reinit.end()) {
+        unused.erase(layer);
+        continue;
+      }
+      const auto it = by_name.find(p->name);
+      if (it == by_name.end()) {
+        throw UserError(source + " has no tensor '" + p->name + "' (the net's, " +
+                        dims_text(p->export_dims) + "); pass --reinit " + layer +
+                        " to start that layer afresh");
+      }
+      const NamedTensor& t = *it->second;
+      if (!same_shape(t, *p)) {
+        throw UserError(source + ": tensor '" + p->name + "' is " +
+                        dims_text({t.dims().begin(), t.dims().end()}) + ", the net's is " +
+                        dims_text(p->export_dims) + "; pass --reinit " + layer +
+                        " to start that layer afresh");
+      }
+      copy_in(*p, reinterpret_cast<const float*>(t.data().data()));
+    }
+  }
+  if (!unused.empty()) throw UserError("--reinit " + *unused.begin() + ": the net has no such layer with parameters");
+}
+
+void ParamStore::export_state(const float* flat, const std::string& suffix,
+                              google::protobuf::RepeatedPtrField<NamedTensor>* out) const {
+  for (const auto& p : params_) copy_out(*p, flat, out->Add(), p->name + "/" + suffix);
+}
+
+void ParamStore::import_state(const google::protobuf::RepeatedPtrField<NamedTensor>& tensors,
+                              const std::string& suffix, float* flat,
+                              const std::string& source) const {
+  std::map<std::string, const NamedTensor*> by_name;
+  for (const NamedTensor& t : tensors) by_name[t.name()] = &t;
+  for (const auto& p : params_) {
+    const std::string name = p->name + "/" + suffix;
+    const auto it = by_name.find(name);
+    if (it == by_name.end() || !same_shape(*it->second, *p)) {
+      throw UserError(source + ": optimizer state '" + name + "' is missing or misshapen");
+    }
+    copy_in(*p, reinterpret_cast<const float*>(it->second->data().data()), flat);
   }
 }
 

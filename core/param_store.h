@@ -75,6 +75,19 @@ class ParamStore {
   // Loads weights written by export_weights(); names, order and shapes must
   // match. `source` names the file for error messages.
   void import_weights(const WeightsFile& file, const std::string& source);
+  // Loads tensors by name (fine-tuning): every parameter and buffer must be
+  // in `file` with its shape, except those of the layers in `reinit`, which
+  // keep their initial values. Throws UserError naming the tensor.
+  void import_by_name(const WeightsFile& file, const std::string& source,
+                      const std::vector<std::string>& reinit);
+
+  // A buffer laid out like values() (optimizer state), as one plain tensor
+  // per parameter named "<param>/<suffix>", and back. import_state throws
+  // UserError naming a missing or misshapen tensor.
+  void export_state(const float* flat, const std::string& suffix,
+                    google::protobuf::RepeatedPtrField<NamedTensor>* out) const;
+  void import_state(const google::protobuf::RepeatedPtrField<NamedTensor>& tensors,
+                    const std::string& suffix, float* flat, const std::string& source) const;
 
  private:
   std::vector<std::unique_ptr<Param>> params_;

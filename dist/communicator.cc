@@ -92,6 +92,14 @@ void Communicator::broadcast(void* data, size_t bytes, int root) const {
   wait(request, "a broadcast");
 }
 
+MPI_Request Communicator::start_allreduce_or(unsigned* data) const {
+  MPI_Request request = MPI_REQUEST_NULL;
+  if (size_ == 1) return request;
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data, 1, MPI_UNSIGNED, MPI_BOR, comm(), &request),
+            "MPI_Iallreduce");
+  return request;
+}
+
 void Communicator::barrier() const {
   if (size_ == 1) return;
   MPI_Request request;

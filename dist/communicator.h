@@ -39,6 +39,9 @@ class Communicator {
   void allreduce_max(double* data, size_t count) const;
   void allreduce_min_max(int64_t* min, int64_t* max) const;
   void broadcast(void* data, size_t bytes, int root = 0) const;
+  // Starts a bitwise OR of *data over all ranks; finish it with wait().
+  // Lets a step carry a small agreement alongside its compute.
+  MPI_Request start_allreduce_or(unsigned* data) const;
   void barrier() const;
   // Waits for a request, polling; `what` names it in the stall message.
   void wait(MPI_Request& request, const char* what) const;

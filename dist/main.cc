@@ -1,85 +1,113 @@
 // dptrain: the worker binary. Run it under mpirun (or srun) for several
 // ranks, or on its own for one.
 //
-//   dptrain train CONFIG [--set PATH=VALUE]... [--run-dir DIR]
+//   dptrain train CONFIG [--set PATH=VALUE]... [--run-dir DIR] [--resume]
+//                 [--stop-at-step N] [--init-weights FILE [--reinit LAYER]...]
 //   dptrain eval CONFIG --weights FILE [--set PATH=VALUE]...
 //   dptrain diff-weights A B [--tolerance T]
 //
 // Exit codes: 0 success, 2 a user error (bad flag, config, file), 3 a
-// difference above --tolerance, 1 anything else.
-#include <sys/stat.h>
-
-#include <cerrno>
+// difference above --tolerance, 75 stopped on request with a checkpoint
+// written (preempted: resume with --resume), 1 anything else.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
+#include "core/checkpoint.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "dist/checkpointer.h"
 #include "dist/communicator.h"
+#include "dist/control_client.h"
+#include "dist/fault_injector.h"
+#include "dist/metrics_log.h"
+#include "dist/progress_display.h"
+#include "dist/stop_signals.h"
 #include "dist/trainer.h"
 
 namespace dptrain {
 namespace {
 
-constexpr const char* kUsage =
-    "usage: dptrain train CONFIG [--set PATH=VALUE]... [--run-dir DIR]\n"
-    "       dptrain eval CONFIG --weights FILE [--set PATH=VALUE]...\n"
-    "       dptrain diff-weights A B [--tolerance T]\n";
+namespace fs = std::filesystem;
+
+constexpr int kStopped = 75;
 
 struct Args {
-  std::string command, config, run_dir, weights;
-  std::vector<std::string> sets, positional;
+  std::string command, config, run_dir, weights, init_weights;
+  std::vector<std::string> sets, reinit, files;
+  bool resume = false;
+  int64_t stop_at_step = -1;
   double tolerance = -1;
 };
 
-Args parse_args(int argc, char** argv) {
-  if (argc < 2) throw UserError(std::string("missing command\n") + kUsage);
-  Args a;
-  a.command = argv[1];
-  if (a.command == "-h" || a.command == "--help") {
-    std::fputs(kUsage, stdout);
-    std::exit(0);
+// Parses the command line; returns an exit code when the program should
+// end here (help printed, or a usage error reported).
+std::optional<int> parse_args(int argc, char** argv, Args& a) {
+  CLI::App app{"dptrain: data-parallel CNN training on oneDNN and MPI", "dptrain"};
+  app.require_subcommand(1);
+  if (argc > 1 && argv[1][0] != '-' && std::strcmp(argv[1], "train") != 0 &&
+      std::strcmp(argv[1], "eval") != 0 && std::strcmp(argv[1], "diff-weights") != 0) {
+    std::fprintf(stderr, "dptrain: unknown command '%s' (train, eval or diff-weights; see dptrain --help)\n", argv[1]);
+    return 2;
   }
-  for (int i = 2; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw UserError(arg + " needs a value\n" + kUsage);
-      return argv[++i];
-    };
-    if (arg == "--set") {
-      a.sets.push_back(value());
-    } else if (arg.rfind("--set=", 0) == 0) {
-      a.sets.push_back(arg.substr(6));
-    } else if (arg == "--run-dir") {
-      a.run_dir = value();
-    } else if (arg == "--weights") {
-      a.weights = value();
-    } else if (arg == "--tolerance") {
-      const std::string v = value();
-      char* end = nullptr;
-      a.tolerance = std::strtod(v.c_str(), &end);
-      if (*end != '\0' || !(a.tolerance >= 0)) throw UserError("--tolerance needs a number >= 0, got '" + v + "'");
-    } else if (arg.rfind("--", 0) == 0) {
-      throw UserError("unknown flag " + arg + "\n" + kUsage);
-    } else {
-      a.positional.push_back(arg);
+  CLI::App* train = app.add_subcommand("train", "train a config, writing a run folder");
+  train->add_option("CONFIG", a.config, "training config (Protobuf text format)")->required();
+  train->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
+  train->add_option("--run-dir", a.run_dir, "run folder (default runs/NAME-DATE-TIME)");
+  train->add_flag("--resume", a.resume,
+                  "continue from the newest good checkpoint in --run-dir (start fresh if none)");
+  train->add_option("--stop-at-step", a.stop_at_step,
+                    "checkpoint at step N and exit 75, as if preempted there")
+      ->check([](const std::string& v) {
+        return v.find_first_not_of("0123456789") == std::string::npos && std::stoll(v) > 0
+                   ? std::string()
+                   : "must be a step >= 1, got '" + v + "'";
+      });
+  train->add_option("--init-weights", a.init_weights,
+                    "start from these parameters (final_weights or a checkpoint), by tensor name");
+  train->add_option("--reinit", a.reinit, "with --init-weights: keep this layer's fresh initial values");
+  CLI::App* eval = app.add_subcommand("eval", "evaluate weights on the test set");
+  eval->add_option("CONFIG", a.config, "config the weights were trained with")->required();
+  eval->add_option("--weights", a.weights, "final_weights or a checkpoint")->required();
+  eval->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
+  CLI::App* diff = app.add_subcommand("diff-weights", "compare two weight files tensor by tensor");
+  diff->add_option("FILES", a.files, "two final_weights files or checkpoints, A and B")->required()->expected(2);
+  diff->add_option("--tolerance", a.tolerance, "exit 3 when max_rel_diff exceeds T")
+      ->check([](const std::string& v) {
+        char* end = nullptr;
+        const double t = std::strtod(v.c_str(), &end);
+        return *end == '\0' && t >= 0 ? std::string() : "needs a number >= 0, got '" + v + "'";
+      });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::string what = e.what();
+    if (dynamic_cast<const CLI::ExtrasError*>(&e)) {
+      what = "unknown flag " + what.substr(what.find(": ") + 2);
     }
+    std::replace(what.begin(), what.end(), '\n', ' ');
+    std::fprintf(stderr, "dptrain: %s (see dptrain --help)\n", what.c_str());
+    return 2;
   }
-  const bool known = a.command == "train" || a.command == "eval" || a.command == "diff-weights";
-  if (!known) throw UserError("unknown command '" + a.command + "'\n" + kUsage);
-  const size_t want = a.command == "diff-weights" ? 2 : 1;
-  if (a.positional.size() != want) {
-    throw UserError(a.command + " takes " + std::to_string(want) + " file argument(s)\n" + kUsage);
+  a.command = app.get_subcommands().front()->get_name();
+  if (!a.reinit.empty() && a.init_weights.empty()) {
+    std::fprintf(stderr, "dptrain: --reinit needs --init-weights\n");
+    return 2;
   }
-  if (a.command != "diff-weights") a.config = a.positional[0];
-  if (a.command == "eval" && a.weights.empty()) throw UserError("eval needs --weights FILE");
-  return a;
+  if (a.resume && a.run_dir.empty()) {
+    std::fprintf(stderr, "dptrain: --resume needs --run-dir\n");
+    return 2;
+  }
+  return std::nullopt;
 }
 
 TrainSpec load_spec(const Args& a) {
@@ -90,30 +118,99 @@ TrainSpec load_spec(const Args& a) {
 }
 
 std::string default_run_dir(const TrainSpec& spec, const std::string& config) {
-  std::string name = spec.name().empty() ? std::filesystem::path(config).stem().string() : spec.name();
+  std::string name = spec.name().empty() ? fs::path(config).stem().string() : spec.name();
   char stamp[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
   return "runs/" + name + "-" + stamp;
 }
 
-void prepare_run_dir(const std::string& dir) {
+void prepare_run_dir(const std::string& dir, bool resume) {
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  fs::create_directories(dir, ec);
   if (ec) throw UserError("cannot create run folder " + dir + ": " + ec.message());
+  if (resume) {
+    // Temporaries of a write that was cut short are never checkpoints.
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      if (entry.path().extension() == ".tmp") fs::remove(entry.path(), ec);
+    }
+    return;
+  }
   for (const char* f : {"metrics.jsonl", "final_weights"}) {
-    if (std::filesystem::exists(std::filesystem::path(dir) / f)) {
+    if (fs::exists(fs::path(dir) / f)) {
       throw UserError("run folder " + dir + " already holds a run (" + f +
-                      "); choose another --run-dir");
+                      "); choose another --run-dir, or --resume it");
     }
   }
 }
 
+// Rank 0 picks the newest good checkpoint and sends its bytes to every
+// rank, so ranks on hosts without the run folder resume from it too.
+std::optional<std::pair<Checkpoint, std::string>> find_resume_point(const std::string& dir,
+                                                                     const Communicator& comm) {
+  std::string bytes, name;
+  if (comm.rank() == 0) {
+    auto found = find_newest_good_checkpoint(dir, [](const std::string& why) {
+      std::fprintf(stderr, "dptrain: skipping %s; trying the previous checkpoint\n", why.c_str());
+    });
+    if (found) {
+      bytes = std::move(found->bytes);
+      name = fs::path(found->path).filename().string();
+    } else if (!list_checkpoints(dir).empty()) {
+      throw UserError("no good checkpoint in " + dir + " (every one is damaged, see above)");
+    }
+  }
+  uint64_t sizes[2] = {bytes.size(), name.size()};
+  comm.broadcast(sizes, sizeof sizes);
+  if (sizes[0] == 0) return std::nullopt;
+  bytes.resize(sizes[0]);
+  name.resize(sizes[1]);
+  comm.broadcast(bytes.data(), bytes.size());
+  comm.broadcast(name.data(), name.size());
+  return std::make_pair(decode_checkpoint(bytes, name), name);
+}
+
+int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
+  const bool leader = comm.rank() == 0;
+  const std::string dir = a.run_dir.empty() ? default_run_dir(spec, a.config) : a.run_dir;
+  if (a.resume) {
+    uint64_t finished = leader && fs::exists(fs::path(dir) / "final_weights");
+    comm.broadcast(&finished, sizeof finished);
+    if (finished) {
+      if (leader) std::printf("dptrain: %s holds a finished run (final_weights); nothing to resume\n", dir.c_str());
+      return 0;
+    }
+  }
+  if (leader) prepare_run_dir(dir, a.resume);
+  Trainer trainer(spec, comm, dir);
+  if (a.resume) {
+    if (auto point = find_resume_point(dir, comm)) trainer.resume(point->first, point->second);
+  } else if (!a.init_weights.empty()) {
+    trainer.init_weights(load_weights_or_checkpoint(a.init_weights), a.init_weights, a.reinit);
+  }
+
+  // The hooks, in the order they are called.
+  FaultInjector faults(comm.rank());
+  StopSignals signals;
+  std::unique_ptr<ControlClient> control = leader ? ControlClient::from_env() : nullptr;
+  std::unique_ptr<MetricsLog> log = leader ? std::make_unique<MetricsLog>(dir + "/metrics.jsonl") : nullptr;
+  std::unique_ptr<ProgressDisplay> progress = leader ? std::make_unique<ProgressDisplay>() : nullptr;
+  std::vector<RunHook*> durable;
+  if (control) durable.push_back(control.get());
+  Checkpointer checkpointer(spec.checkpoint(), dir, leader, durable,
+                            [&faults](int64_t step) { faults.before_rename(step); });
+  for (RunHook* hook : std::initializer_list<RunHook*>{&faults, &signals, &checkpointer, log.get(),
+                                                       progress.get(), control.get()}) {
+    if (hook) trainer.add_hook(hook);
+  }
+  return trainer.run(&checkpointer, a.stop_at_step).stopped ? kStopped : 0;
+}
+
 int diff_weights(const Args& a) {
-  const WeightsFile x = load_weights(a.positional[0]), y = load_weights(a.positional[1]);
+  const WeightsFile x = load_weights_or_checkpoint(a.files[0]), y = load_weights_or_checkpoint(a.files[1]);
   if (x.tensor_size() != y.tensor_size()) {
-    throw UserError(a.positional[0] + " holds " + std::to_string(x.tensor_size()) + " tensors, " +
-                    a.positional[1] + " holds " + std::to_string(y.tensor_size()));
+    throw UserError(a.files[0] + " holds " + std::to_string(x.tensor_size()) + " tensors, " +
+                    a.files[1] + " holds " + std::to_string(y.tensor_size()));
   }
   double worst = 0;
   std::printf("%-32s %12s %12s\n", "tensor", "max_abs_diff", "rel_diff");
@@ -148,27 +245,27 @@ int diff_weights(const Args& a) {
 int main(int argc, char** argv) {
   using namespace dptrain;
   Args args;
-  try {
-    args = parse_args(argc, argv);
-    if (args.command == "diff-weights") return diff_weights(args);
-  } catch (const UserError& e) {
-    std::fprintf(stderr, "dptrain: %s\n", e.what());
-    return 2;
+  if (auto code = parse_args(argc, argv, args)) return *code;
+  if (args.command == "diff-weights") {
+    try {
+      return diff_weights(args);
+    } catch (const UserError& e) {
+      std::fprintf(stderr, "dptrain: %s\n", e.what());
+      return 2;
+    }
   }
 
+  int code = 0;
   Communicator comm(&argc, &argv);
-  auto fail = [&](const std::string& what, int code) {
+  auto fail = [&](const std::string& what, int status) {
     const std::string where = comm.size() > 1 ? "rank " + std::to_string(comm.rank()) + ": " : "";
-    comm.abort("dptrain: " + where + what, code);
+    comm.abort("dptrain: " + where + what, status);
   };
   try {
     const TrainSpec spec = load_spec(args);
     comm.set_stall_timeout(spec.runtime().stall_timeout_s());
     if (args.command == "train") {
-      std::string dir = args.run_dir.empty() ? default_run_dir(spec, args.config) : args.run_dir;
-      if (comm.rank() == 0) prepare_run_dir(dir);
-      Trainer trainer(spec, comm, dir);
-      trainer.run();
+      code = train(args, spec, comm);
     } else {
       Trainer trainer(spec, comm, "");
       trainer.load_weights(args.weights);
@@ -183,5 +280,5 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     fail(std::string("internal error: ") + e.what(), 1);
   }
-  return 0;
+  return code;
 }

@@ -2,22 +2,26 @@
 
 #include <omp.h>
 #include <sched.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+
+#include <sstream>
 #include <thread>
 
+#include <google/protobuf/util/message_differencer.h>
+
 #include "core/batch_loader.h"
+#include "core/checkpoint.h"
 #include "core/config.h"
 #include "core/dataset.h"
 #include "core/error.h"
 #include "core/file_io.h"
 #include "core/lr_schedule.h"
 #include "core/optimizer.h"
+#include "dist/checkpointer.h"
 #include "dist/distributed_sampler.h"
 #include "dist/gradient_reducer.h"
 
@@ -39,54 +43,6 @@ class MpiReplicaReducer : public ReplicaReducer {
 
  private:
   const Communicator& comm_;
-};
-
-std::string format_duration(double seconds) {
-  const int s = static_cast<int>(seconds + 0.5);
-  char buf[32];
-  if (s >= 3600) {
-    std::snprintf(buf, sizeof buf, "%dh%02dm", s / 3600, s / 60 % 60);
-  } else {
-    std::snprintf(buf, sizeof buf, "%dm%02ds", s / 60, s % 60);
-  }
-  return buf;
-}
-
-// Appends one JSON object per line and flushes it, so a crashed run keeps
-// every record written before.
-class MetricsLog {
- public:
-  explicit MetricsLog(const std::string& path) : file_(std::fopen(path.c_str(), "w")) {
-    if (!file_) throw UserError("cannot write " + path);
-  }
-  ~MetricsLog() { std::fclose(file_); }
-  void write(const std::string& line) {
-    std::fputs(line.c_str(), file_);
-    std::fputc('\n', file_);
-    std::fflush(file_);
-  }
-
- private:
-  std::FILE* file_;
-};
-
-class Json {
- public:
-  Json& add(const char* key, double v) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.8g", v);
-    return raw(key, std::isfinite(v) ? buf : "null");
-  }
-  Json& add(const char* key, int64_t v) { return raw(key, std::to_string(v)); }
-  Json& add(const char* key, const char* v) { return raw(key, std::string("\"") + v + "\""); }
-  std::string str() const { return "{" + body_ + "}"; }
-
- private:
-  Json& raw(const char* key, const std::string& v) {
-    body_ += (body_.empty() ? "\"" : ",\"") + std::string(key) + "\":" + v;
-    return *this;
-  }
-  std::string body_;
 };
 
 uint64_t fnv1a(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ULL) {
@@ -118,38 +74,17 @@ void check_same_on_all_ranks(const Communicator& comm, uint64_t value, const std
   }
 }
 
-// A progress bar on a terminal, plain lines otherwise. Under mpirun every
-// rank's stdout is a pseudo-terminal whatever the user's is, so lines
-// there; DPTRAIN_PROGRESS=bar or =lines decides explicitly.
-bool show_progress_bar() {
-  const char* choice = std::getenv("DPTRAIN_PROGRESS");
-  if (choice && std::string(choice) == "bar") return true;
-  if (choice && std::string(choice) == "lines") return false;
-  return isatty(STDOUT_FILENO) && !std::getenv("OMPI_COMM_WORLD_SIZE");
-}
-
-// DPTRAIN_FAULT=KIND:RANK:STEP makes that rank fail at that step, KIND
-// being throw, kill or hang: how the tests check that a failing or stalled
-// rank ends the whole job.
-struct Fault {
-  std::string kind;
-  int rank = -1;
-  int64_t step = -1;
-};
-
-Fault fault_from_env() {
-  Fault f;
-  const char* env = std::getenv("DPTRAIN_FAULT");
-  if (!env) return f;
-  char kind[16] = {};
-  long long step = -1;
-  if (std::sscanf(env, "%15[a-z]:%d:%lld", kind, &f.rank, &step) != 3) {
-    throw UserError(std::string("DPTRAIN_FAULT must be throw|kill|hang:RANK:STEP, got '") + env +
-                    "'");
-  }
-  f.kind = kind;
-  f.step = step;
-  return f;
+// Fields that do not change what a run computes: a resume may change them.
+// (Threads and rank count change rounding only, as N ranks equal one.)
+TrainSpec result_fields(const TrainSpec& spec) {
+  TrainSpec r = spec;
+  r.clear_name();
+  r.clear_runtime();
+  r.clear_checkpoint();
+  r.mutable_data()->clear_path();
+  r.mutable_data()->clear_prefetch_batches();
+  r.mutable_data()->clear_test_limit();
+  return r;
 }
 
 // The solver with the linear scaling rule applied: base_lr scaled by the
@@ -198,8 +133,12 @@ struct Trainer::State {
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<LrScheduler> schedule;
   std::unique_ptr<GradientReducer> reducer;
-  std::vector<Observer> observers;
+  std::vector<RunHook*> hooks;
   int64_t total_steps = 0;
+  // Where the run stands: after resume(), the checkpoint's position.
+  int64_t step = 0;
+  double wall_offset = 0;
+  int64_t records = 0;  // metrics records written so far
 
   State(const TrainSpec& s, const Communicator& c, std::string dir)
       : spec(s), comm(c), run_dir(std::move(dir)), leader(c.rank() == 0) {}
@@ -230,7 +169,6 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
   s.replica_reducer = std::make_unique<MpiReplicaReducer>(comm);
   s.net = std::make_unique<Net>(spec.net(), dnnl::memory::dims{b, train.channels, train.height, train.width},
                                 spec.seed(), s.replica_reducer.get());
-  s.net->state().rank = comm.rank();
   // Micro-batch gradients are summed: each carries 1/k of the step's mean.
   s.net->state().loss_scale = 1.f / static_cast<float>(accumulate);
   if (s.net->loss_layer().classes() != train.classes) {
@@ -263,10 +201,64 @@ Trainer::~Trainer() = default;
 
 Net& Trainer::net() { return *s_->net; }
 
-void Trainer::add_observer(Observer observer) { s_->observers.push_back(std::move(observer)); }
+void Trainer::add_hook(RunHook* hook) { s_->hooks.push_back(hook); }
 
 void Trainer::load_weights(const std::string& path) {
-  s_->net->params().import_weights(dptrain::load_weights(path), path);
+  s_->net->params().import_weights(load_weights_or_checkpoint(path), path);
+}
+
+void Trainer::init_weights(const WeightsFile& weights, const std::string& source,
+                           const std::vector<std::string>& reinit) {
+  ParamStore& p = s_->net->params();
+  p.import_by_name(weights, source, reinit);
+  s_->comm.broadcast(p.values(), p.size() * sizeof(float));
+  s_->comm.broadcast(p.buffer_values(), p.buffer_size() * sizeof(float));
+}
+
+void Trainer::resume(const Checkpoint& checkpoint, const std::string& source) {
+  State& s = *s_;
+  google::protobuf::util::MessageDifferencer differ;
+  std::string differences;
+  differ.ReportDifferencesToString(&differences);
+  if (!differ.Compare(result_fields(checkpoint.spec()), result_fields(s.spec))) {
+    std::string fields;
+    std::istringstream lines(differences);
+    for (std::string line; std::getline(lines, line);) fields += (fields.empty() ? "" : "; ") + line;
+    throw UserError("the config differs from " + source + "'s in fields that change the result (" +
+                    fields + "); resume with the same config or start a new run folder");
+  }
+  ParamStore& p = s.net->params();
+  p.import_weights(checkpoint.weights(), source);
+  for (auto& [name, buffer] : s.optimizer->state()) {
+    p.import_state(checkpoint.optimizer_state(), name, buffer->data(), source);
+  }
+  s.optimizer->set_steps_taken(checkpoint.optimizer_steps());
+  if (checkpoint.step() < 0 || checkpoint.step() > s.total_steps) {
+    throw UserError(source + ": step " + std::to_string(checkpoint.step()) + " is outside this run's " +
+                    std::to_string(s.total_steps) + " steps");
+  }
+  s.step = checkpoint.step();
+  s.wall_offset = checkpoint.wall_time();
+  s.records = checkpoint.metrics_records();
+}
+
+Checkpoint Trainer::snapshot() const {
+  const State& s = *s_;
+  Checkpoint c;
+  *c.mutable_spec() = s.spec;
+  const ParamStore& p = s.net->params();
+  *c.mutable_weights() = p.export_weights();
+  for (auto& [name, buffer] : s.optimizer->state()) {
+    p.export_state(buffer->data(), name, c.mutable_optimizer_state());
+  }
+  c.set_optimizer_steps(s.optimizer->steps_taken());
+  c.set_step(s.step);
+  c.set_epoch(s.step / s.sampler->steps_per_epoch());
+  c.set_samples_seen(s.step * s.spec.data().batch_size());
+  c.set_world_size(s.comm.size());
+  c.set_threads(omp_get_max_threads());
+  c.set_metrics_records(s.records);
+  return c;
 }
 
 ConfusionMatrix Trainer::evaluate(double* mean_loss) {
@@ -281,6 +273,7 @@ ConfusionMatrix Trainer::evaluate(double* mean_loss) {
     net.forward(false);
     confusion.add(batch->labels, loss.predictions().data(), batch->count);
     loss_sum += static_cast<double>(loss.loss()) * static_cast<double>(batch->count);
+    for (RunHook* hook : s.hooks) hook->on_eval_batch(s.step);
   }
   s.comm.allreduce_sum(confusion.counts().data(), confusion.counts().size());
   s.comm.allreduce_sum(&loss_sum, 1);
@@ -288,7 +281,7 @@ ConfusionMatrix Trainer::evaluate(double* mean_loss) {
   return confusion;
 }
 
-double Trainer::run() {
+Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step) {
   State& s = *s_;
   Net& net = *s.net;
   ParamStore& params = net.params();
@@ -296,59 +289,71 @@ double Trainer::run() {
   const RuntimeSpec& rt = s.spec.runtime();
   const int accumulate = solver.accumulate_steps();
   const int64_t global_batch = s.spec.data().batch_size();
+  const int64_t local_batch = s.sampler->local_batch();
+  const int64_t micro_batch = local_batch / accumulate;
   const int64_t steps_per_epoch = s.sampler->steps_per_epoch();
-  const bool tty = s.leader && show_progress_bar();
+  const int eval_every = rt.eval_every_epochs();
 
-  std::unique_ptr<MetricsLog> log;
-  if (s.leader) {
-    write_file_atomically(s.run_dir + "/config.textproto", to_text(s.spec));
-    log = std::make_unique<MetricsLog>(s.run_dir + "/metrics.jsonl");
-    std::printf("dptrain: %s on %lld samples, %d rank(s) x %d thread(s), global batch %lld, "
-                "%lld steps\n%s\n",
-                s.spec.name().empty() ? "net" : s.spec.name().c_str(),
-                static_cast<long long>(s.data.train.size()), s.comm.size(), omp_get_max_threads(),
-                static_cast<long long>(global_batch), static_cast<long long>(s.total_steps),
-                net.summary().c_str());
-    std::fflush(stdout);
-  }
+  if (s.leader) write_file_atomically(s.run_dir + "/config.textproto", to_text(s.spec));
+  // The run's wall time carries on from a checkpoint.
+  const Clock::time_point start =
+      Clock::now() - std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s.wall_offset));
+  auto wall = [&] { return seconds_since(start); };
+  RunInfo info;
+  info.name = s.spec.name();
+  info.run_dir = s.run_dir;
+  info.net_summary = net.summary();
+  info.rank = s.comm.rank();
+  info.world_size = s.comm.size();
+  info.threads = omp_get_max_threads();
+  info.samples = s.data.train.size();
+  info.global_batch = global_batch;
+  info.epochs = solver.epochs();
+  info.steps_total = s.total_steps;
+  info.steps_per_epoch = steps_per_epoch;
+  info.start_step = s.step;
+  info.metrics_records = s.records;
+  info.start_wall_time = s.wall_offset;
+  for (RunHook* hook : s.hooks) hook->on_start(info);
 
-  const Fault fault = fault_from_env();
-  const Clock::time_point start = Clock::now();
+  auto emit = [&](const MetricsRecord& record) {
+    ++s.records;
+    for (RunHook* hook : s.hooks) hook->on_record(record);
+  };
   const Net::GradsFinal on_grads = [&](size_t offset) { s.reducer->grads_final(offset); };
   double window_compute = 0, window_loss = 0;
   int64_t window_correct = 0, window_steps = 0;
   double last_accuracy = 0;
-  int64_t step = 0;
-  bool evaluated_last = false;
-  double last_draw = -1;
+  int64_t& step = s.step;
+  // A run resumed at an epoch's end has already evaluated it.
+  bool evaluated_last = step > 0 && step % steps_per_epoch == 0 && eval_every > 0 &&
+                        (step / steps_per_epoch) % eval_every == 0;
 
   auto evaluate_and_log = [&](int64_t epoch) {
     double test_loss = 0;
     ConfusionMatrix cm = evaluate(&test_loss);
     last_accuracy = cm.accuracy();
-    if (!s.leader) return;
-    log->write(Json()
-                   .add("kind", "eval")
-                   .add("epoch", epoch)
-                   .add("step", step)
-                   .add("test_loss", test_loss)
-                   .add("test_accuracy", last_accuracy)
-                   .add("wall_time", seconds_since(start))
-                   .str());
-    std::printf("%sepoch %lld  step %lld  test_loss %.4f  test_accuracy %.4f\n", tty ? "\r\033[K" : "",
-                static_cast<long long>(epoch), static_cast<long long>(step), test_loss, last_accuracy);
-    std::fflush(stdout);
+    MetricsRecord r;
+    r.set_kind("eval");
+    r.set_epoch(static_cast<int32_t>(epoch));
+    r.set_step(static_cast<int32_t>(step));
+    r.set_test_loss(test_loss);
+    r.set_test_accuracy(last_accuracy);
+    r.set_wall_time(wall());
+    emit(r);
   };
 
-  for (int64_t epoch = 0; epoch < solver.epochs() && step < s.total_steps; ++epoch) {
-    s.train_loader->start(epoch, s.sampler->epoch_indices(epoch), true);
+  for (int64_t epoch = step / steps_per_epoch; epoch < solver.epochs() && step < s.total_steps; ++epoch) {
+    const int64_t first = step - epoch * steps_per_epoch;  // non-zero only when resuming mid-epoch
+    std::vector<int64_t> indices = s.sampler->epoch_indices(epoch);
+    indices.erase(indices.begin(), indices.begin() + first * local_batch);
+    s.train_loader->start(epoch, std::move(indices), true);
     evaluated_last = false;
-    for (int64_t i = 0; i < steps_per_epoch && step < s.total_steps; ++i) {
-      if (fault.rank == s.comm.rank() && fault.step == step) {
-        if (fault.kind == "kill") std::raise(SIGKILL);
-        while (fault.kind == "hang") std::this_thread::sleep_for(std::chrono::seconds(1));
-        throw std::runtime_error("injected fault at step " + std::to_string(step));
-      }
+    for (int64_t i = first; i < steps_per_epoch && step < s.total_steps; ++i) {
+      for (RunHook* hook : s.hooks) hook->before_step(step);
+      unsigned agreed = kNoRequest;
+      for (RunHook* hook : s.hooks) agreed |= hook->requests();
+      MPI_Request agreement = s.comm.start_allreduce_or(&agreed);
       const float lr = s.schedule->lr(step);
       float loss = 0;
       int64_t correct = 0;
@@ -357,7 +362,8 @@ double Trainer::run() {
         const Batch* batch = s.train_loader->next();
         const Clock::time_point t0 = Clock::now();
         net.set_input(batch->images, batch->labels, batch->count);
-        net.state().step = step * accumulate + micro;
+        net.state().step = step;
+        net.state().sample_offset = s.comm.rank() * local_batch + micro * micro_batch;
         net.forward(true);
         const bool last = micro + 1 == accumulate;
         net.backward(last ? &on_grads : nullptr);
@@ -372,6 +378,7 @@ double Trainer::run() {
       s.optimizer->step(params.values(), params.grads(), lr);
       window_compute += compute + seconds_since(t0);
       ++step;
+      s.comm.wait(agreement, "the step's checkpoint agreement");
 
       if (!std::isfinite(loss)) {
         throw UserError("training diverged: loss is " + std::to_string(loss) + " at step " +
@@ -380,74 +387,68 @@ double Trainer::run() {
       window_loss += loss;
       window_correct += correct;
       ++window_steps;
-      for (const auto& observe : s.observers) observe({epoch + 1, step, s.total_steps, lr, loss});
+      for (RunHook* hook : s.hooks) hook->after_step({epoch + 1, step, i + 1, s.total_steps, lr, loss, wall()});
 
-      if (step % rt.log_every_steps() == 0 || step == s.total_steps || i + 1 == steps_per_epoch) {
+      const bool epoch_end = i + 1 == steps_per_epoch;
+      if (step % rt.log_every_steps() == 0 || step == s.total_steps || epoch_end) {
         // Loss and accuracy over all ranks; the step takes as long as the
         // slowest rank's compute.
         double sums[2] = {window_loss, static_cast<double>(window_correct)};
         s.comm.allreduce_sum(sums, 2);
         double timing[2] = {window_compute, s.reducer->take_wait_seconds()};
         s.comm.allreduce_max(timing, 2);
-        window_compute = timing[0];
         const double images = static_cast<double>(window_steps * global_batch);
-        const double train_loss = sums[0] / static_cast<double>(s.comm.size() * window_steps);
-        const double train_acc = sums[1] / images;
-        const double ips = images / window_compute;
-        if (s.leader) {
-          log->write(Json()
-                         .add("kind", "train")
-                         .add("epoch", epoch + 1)
-                         .add("step", step)
-                         .add("train_loss", train_loss)
-                         .add("train_accuracy", train_acc)
-                         .add("lr", static_cast<double>(lr))
-                         .add("images_per_sec", ips)
-                         .add("allreduce_wait_fraction", timing[1] / window_compute)
-                         .add("wall_time", seconds_since(start))
-                         .str());
-          const double elapsed = seconds_since(start);
-          const double eta = elapsed / static_cast<double>(step) * static_cast<double>(s.total_steps - step);
-          if (!tty) {
-            std::printf("epoch %lld  step %lld/%lld  loss %.4f  acc %.4f  lr %.4g  %.0f img/s  eta %s\n",
-                        static_cast<long long>(epoch + 1), static_cast<long long>(step),
-                        static_cast<long long>(s.total_steps), train_loss, train_acc,
-                        static_cast<double>(lr), ips, format_duration(eta).c_str());
-            std::fflush(stdout);
-          }
-        }
+        MetricsRecord r;
+        r.set_kind("train");
+        r.set_epoch(static_cast<int32_t>(epoch + 1));
+        r.set_step(static_cast<int32_t>(step));
+        r.set_train_loss(sums[0] / static_cast<double>(s.comm.size() * window_steps));
+        r.set_train_accuracy(sums[1] / images);
+        r.set_lr(lr);
+        r.set_images_per_sec(images / timing[0]);
+        r.set_allreduce_wait_fraction(timing[1] / timing[0]);
+        r.set_wall_time(wall());
+        emit(r);
         window_compute = window_loss = 0;
         window_correct = window_steps = 0;
       }
-      if (tty && seconds_since(start) - last_draw > 0.2) {
-        last_draw = seconds_since(start);
-        const int width = 30;
-        const int filled = static_cast<int>(width * (i + 1) / steps_per_epoch);
-        const double eta = last_draw / static_cast<double>(step) * static_cast<double>(s.total_steps - step);
-        const double rate = static_cast<double>(step * global_batch) / last_draw;
-        std::printf("\r\033[Kepoch %lld/%d [%s%s] %lld/%lld  loss %.4f  %.0f img/s  eta %s",
-                    static_cast<long long>(epoch + 1), solver.epochs(),
-                    std::string(static_cast<size_t>(filled), '=').c_str(),
-                    std::string(static_cast<size_t>(width - filled), ' ').c_str(),
-                    static_cast<long long>(i + 1), static_cast<long long>(steps_per_epoch),
-                    static_cast<double>(loss), rate, format_duration(eta).c_str());
-        std::fflush(stdout);
+      if (epoch_end && eval_every > 0 && (epoch + 1) % eval_every == 0) {
+        evaluate_and_log(epoch + 1);
+        evaluated_last = true;
+      }
+      // Checkpoint last, so that a resume from it repeats nothing logged.
+      const bool stop = (agreed & kStopRequest) || step == stop_at_step;
+      if (checkpointer && (stop || checkpointer->due(step, epoch_end, epoch + 1, agreed))) {
+        s.wall_offset = wall();
+        checkpointer->save([&] {
+          Checkpoint c = snapshot();
+          c.set_wall_time(s.wall_offset);
+          return c;
+        });
+      }
+      if (stop) {
+        RunEnd end;
+        end.step = step;
+        end.wall_time = wall();
+        end.stopped = true;
+        end.checkpoint = checkpointer ? checkpointer->flush() : "";
+        s.comm.barrier();
+        for (RunHook* hook : s.hooks) hook->on_end(end);
+        return {last_accuracy, true};
       }
     }
-    const int every = rt.eval_every_epochs();
-    if (every > 0 && (epoch + 1) % every == 0) {
-      evaluate_and_log(epoch + 1);
-      evaluated_last = true;
-    }
   }
-  if (!evaluated_last) evaluate_and_log(static_cast<int64_t>(std::ceil(static_cast<double>(step) / static_cast<double>(steps_per_epoch))));
-  if (s.leader) {
-    save_weights(s.run_dir + "/final_weights", params.export_weights());
-    std::printf("done: %lld steps in %s, test accuracy %.4f, run folder %s\n",
-                static_cast<long long>(step), format_duration(seconds_since(start)).c_str(),
-                last_accuracy, s.run_dir.c_str());
+  if (!evaluated_last) {
+    evaluate_and_log(static_cast<int64_t>(std::ceil(static_cast<double>(step) / static_cast<double>(steps_per_epoch))));
   }
-  return last_accuracy;
+  if (s.leader) save_weights(s.run_dir + "/final_weights", params.export_weights());
+  RunEnd end;
+  end.step = step;
+  end.wall_time = wall();
+  end.test_accuracy = last_accuracy;
+  if (checkpointer) end.checkpoint = checkpointer->flush();
+  for (RunHook* hook : s.hooks) hook->on_end(end);
+  return {last_accuracy, false};
 }
 
 }  // namespace dptrain

@@ -4,11 +4,12 @@
 //
 // One step: next batch -> forward -> backward (the gradient reducer is told
 // as gradients become final) -> reducer finishes the average -> clip ->
-// optimizer step -> observers. Observers are the one place where metrics,
-// progress and (later) control hook in.
+// optimizer step -> hooks (dist/run_hook.h: metrics, progress, checkpoints,
+// control, signals, faults). At the start of each step every rank's hook
+// requests are OR-ed by a non-blocking allreduce that completes with the
+// step, so all ranks checkpoint or stop at the same step.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,31 +18,47 @@
 #include "core/metrics.h"
 #include "core/net.h"
 #include "dist/communicator.h"
+#include "dist/run_hook.h"
 
 namespace dptrain {
 
-struct StepReport {
-  int64_t epoch = 0;
-  int64_t step = 0;         // optimizer steps taken so far (1 after the first)
-  int64_t steps_total = 0;  // planned for the whole run
-  float lr = 0.f;
-  float loss = 0.f;         // this rank's loss on its shard of this step
-};
+class Checkpointer;
 
 class Trainer {
  public:
   Trainer(const TrainSpec& spec, const Communicator& comm, std::string run_dir);
   ~Trainer();
 
-  // Trains as configured; returns the final test accuracy.
-  double run();
+  // Continues from `checkpoint` (decoded on every rank): parameters,
+  // buffers, optimizer state, position in the data and wall time. Throws
+  // UserError when the config differs from the checkpoint's in a field
+  // that changes the result (naming them), or the checkpoint holds another
+  // net. Rank count and threads may differ.
+  void resume(const Checkpoint& checkpoint, const std::string& source);
+  // Fine-tuning: parameters by tensor name from a weights file or a
+  // checkpoint, the layers in `reinit` left as initialised; a fresh
+  // optimizer. Broadcast from rank 0's reading.
+  void init_weights(const WeightsFile& weights, const std::string& source,
+                    const std::vector<std::string>& reinit);
+  void load_weights(const std::string& path);
+  // The state a checkpoint holds, in plain layouts (rank 0's view).
+  Checkpoint snapshot() const;
+
+  // Hooks are called in the order added and must outlive run().
+  void add_hook(RunHook* hook);
+
+  struct Result {
+    double test_accuracy = 0;
+    bool stopped = false;  // a checkpoint was written on request: exit 75
+  };
+  // Trains to the end, or until a stop is agreed or step `stop_at_step`
+  // is reached (then checkpoints and returns stopped). `checkpointer`
+  // decides and writes checkpoints (required to stop).
+  Result run(Checkpointer* checkpointer, int64_t stop_at_step = -1);
+
   // Evaluates the current weights on the whole test set (all ranks).
   ConfusionMatrix evaluate(double* mean_loss = nullptr);
-  void load_weights(const std::string& path);
   Net& net();
-
-  using Observer = std::function<void(const StepReport&)>;
-  void add_observer(Observer observer);
 
  private:
   struct State;

@@ -2,7 +2,13 @@
 // code, for end-to-end tests of the binaries.
 #pragma once
 
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+#include <vector>
 
 #include <array>
 #include <cstdio>
@@ -51,5 +57,82 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// Every process of session `sid` (a job started by Background, mpirun's
+// ranks included: mpirun gives each its own process group, not session).
+inline std::vector<pid_t> session_members(pid_t sid) {
+  std::vector<pid_t> pids;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // Fields after the command's closing parenthesis: state ppid pgrp session.
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    std::string state;
+    long ppid = 0, pgrp = 0, session = 0;
+    rest >> state >> ppid >> pgrp >> session;
+    if (session == sid && state != "Z") pids.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return pids;
+}
+
+// A shell command run in the background in a session of its own, so that
+// a test can signal it and, whatever happens, stop all of it: the
+// destructor kills every process left in the session.
+class Background {
+ public:
+  explicit Background(const std::string& command) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      setsid();
+      execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+  }
+  ~Background() {
+    for (pid_t p : session_members(pid_)) kill(p, SIGKILL);
+    if (!done_) waitpid(pid_, nullptr, 0);
+  }
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+
+  pid_t pid() const { return pid_; }
+  void signal(int sig) const { kill(pid_, sig); }
+  // The exit code (128 + signal when killed), or -1 if still running after
+  // `timeout_s`.
+  int wait(double timeout_s) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (!done_) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        done_ = true;
+        code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      } else if (std::chrono::steady_clock::now() > until) {
+        return -1;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+    return code_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool done_ = false;
+  int code_ = -1;
+};
+
+// Polls until `ready` holds or `timeout_s` passes; returns whether it held.
+template <class Ready>
+bool wait_for(Ready ready, double timeout_s) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (!ready()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
 
 }  // namespace dptrain::testing

@@ -183,7 +183,7 @@ class Harness {
     twin->params().import_weights(net_->params().export_weights(), "twin");
     twin->set_input(x_.data(), labels_.data(), net_->state().valid);
     twin->state().step = net_->state().step;
-    twin->state().rank = net_->state().rank;
+    twin->state().sample_offset = net_->state().sample_offset;
     twin->state().loss_scale = net_->state().loss_scale;
     return twin;
   }

@@ -572,36 +572,67 @@ TEST(DropoutTest, TrainingScalesKeptElementsAndEvaluationIsTheIdentity) {
   EXPECT_EQ(h.data("drop"), x);
 }
 
-TEST(DropoutTest, MaskIsAFunctionOfSeedStepAndRankOnly) {
+TEST(DropoutTest, MaskIsAFunctionOfSeedStepAndGlobalSamplePositionOnly) {
   const std::string layer = "layer { name: 'drop' type: 'Dropout' }";
-  const dims input{2, 4, 20, 20};  // more than one chunk of the generator
+  const dims input{2, 4, 20, 20};  // more than one chunk of the generator per sample
   Harness h(layer, input);
-  auto mask = [&](int64_t step, int rank, int threads) {
+  auto mask = [&](int64_t step, int64_t offset, int threads) {
     h.net().state().step = step;
-    h.net().state().rank = rank;
+    h.net().state().sample_offset = offset;
     const int saved = omp_get_max_threads();
     omp_set_num_threads(threads);
     h.loss(true);
     omp_set_num_threads(saved);
-    return h.data("drop");
+    std::vector<bool> kept;
+    for (float v : h.data("drop")) kept.push_back(v != 0.f);
+    return kept;
   };
   const auto a = mask(7, 0, 2);
   EXPECT_EQ(mask(7, 0, 2), a);
   EXPECT_EQ(mask(7, 0, 1), a) << "the mask must not depend on the thread count";
   EXPECT_NE(mask(8, 0, 2), a);
-  EXPECT_NE(mask(7, 1, 2), a);
+  // A sample keeps its mask wherever it sits in the local batch: the mask of
+  // sample 1 at offset 0 is that of sample 0 at offset 1 (another rank count).
+  const auto shifted = mask(7, 1, 2);
+  const size_t per_sample = a.size() / 2;
+  EXPECT_TRUE(std::equal(a.begin() + static_cast<std::ptrdiff_t>(per_sample), a.end(), shifted.begin()));
+  EXPECT_FALSE(std::equal(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(per_sample), shifted.begin()));
   Harness again(layer, input);  // same seed: same masks
   again.net().state().step = 7;
   again.loss(true);
-  EXPECT_EQ(again.data("drop"), a);
+  std::vector<bool> kept_again;
+  for (float v : again.data("drop")) kept_again.push_back(v != 0.f);
+  EXPECT_EQ(kept_again, a);
   Harness other(layer, input, {.seed = 12});
   other.input() = h.input();
   other.net().state().step = 7;
   other.loss(true);
-  std::vector<bool> kept_a, kept_other;
-  for (float v : a) kept_a.push_back(v != 0.f);
+  std::vector<bool> kept_other;
   for (float v : other.data("drop")) kept_other.push_back(v != 0.f);
-  EXPECT_NE(kept_a, kept_other) << "another seed must draw another mask";
+  EXPECT_NE(kept_other, a) << "another seed must draw another mask";
+}
+
+TEST(DropoutTest, MaskIsTheSameInABlockedLayout) {
+  // After a convolution the blob is blocked (nChw16c and the like); the
+  // mask is drawn in logical order, so a plain input draws the same one.
+  // (An output that is exactly 0 cannot show its mask; it counts as kept.)
+  Harness plain("layer { name: 'drop' type: 'Dropout' }", {2, 16, 4, 4});
+  Harness blocked(
+      "layer { name: 'conv' type: 'Convolution' convolution { num_output: 16 kernel_size: 3 } }\n"
+      "layer { name: 'drop' type: 'Dropout' }",
+      {2, 3, 6, 6});
+  plain.net().state().step = blocked.net().state().step = 4;
+  plain.loss(true);
+  blocked.loss(true);
+  auto kept = [](const std::vector<float>& v) {
+    std::vector<bool> k;
+    for (float x : v) k.push_back(x != 0.f);
+    return k;
+  };
+  const auto y = blocked.data("drop"), c = blocked.data("conv");
+  std::vector<bool> kb;
+  for (size_t i = 0; i < y.size(); ++i) kb.push_back(y[i] != 0.f || c[i] == 0.f);
+  EXPECT_EQ(kb, kept(plain.data("drop")));
 }
 
 TEST(DropoutTest, TwoLayersDrawDifferentMasks) {
