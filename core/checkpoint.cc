@@ -28,7 +28,8 @@ void put_le(std::string& out, T v) {
 template <typename T>
 T get_le(std::string_view in, size_t at) {
   T v = 0;
-  for (size_t i = 0; i < sizeof(T); ++i) v |= static_cast<T>(static_cast<unsigned char>(in[at + i])) << (8 * i);
+  for (size_t i = 0; i < sizeof(T); ++i)
+    v |= static_cast<T>(static_cast<unsigned char>(in[at + i])) << (8 * i);
   return v;
 }
 
@@ -62,22 +63,26 @@ bool looks_like_checkpoint(std::string_view bytes) {
 }
 
 Checkpoint decode_checkpoint(std::string_view bytes, const std::string& source) {
-  if (!looks_like_checkpoint(bytes)) throw UserError(source + ": not a checkpoint (no DPTRCKPT header)");
+  if (!looks_like_checkpoint(bytes))
+    throw UserError(source + ": not a checkpoint (no DPTRCKPT header)");
   if (bytes.size() < kHeader) {
-    throw UserError(source + ": truncated checkpoint (" + std::to_string(bytes.size()) +
+    throw UserError(source + ": checkpoint truncated (" + std::to_string(bytes.size()) +
                     " bytes, shorter than its header)");
   }
   const auto version = get_le<uint32_t>(bytes, 8);
   if (version != kCheckpointVersion) {
     throw UserError(source + ": checkpoint format version " + std::to_string(version) +
-                    " is unknown (this dptrain reads version " + std::to_string(kCheckpointVersion) + ")");
+                    " is unknown (this dptrain reads version " +
+                    std::to_string(kCheckpointVersion) + ")");
   }
   const auto crc = get_le<uint32_t>(bytes, 12);
   const auto length = get_le<uint64_t>(bytes, 16);
   if (bytes.size() - kHeader != length) {
-    throw UserError(source + ": truncated or padded checkpoint (payload of " +
-                    std::to_string(bytes.size() - kHeader) + " bytes, the header says " +
-                    std::to_string(length) + ")");
+    throw UserError(source +
+                    (bytes.size() - kHeader < length ? ": checkpoint truncated"
+                                                     : ": checkpoint has trailing bytes") +
+                    " (payload of " + std::to_string(bytes.size() - kHeader) +
+                    " bytes, the header says " + std::to_string(length) + ")");
   }
   if (crc32c(bytes.data() + kHeader, length) != crc) {
     throw UserError(source + ": checkpoint checksum mismatch (the file is damaged)");
@@ -97,7 +102,9 @@ Checkpoint decode_checkpoint(std::string_view bytes, const std::string& source) 
   return checkpoint;
 }
 
-Checkpoint read_checkpoint(const std::string& path) { return decode_checkpoint(read_file(path), path); }
+Checkpoint read_checkpoint(const std::string& path) {
+  return decode_checkpoint(read_file(path), path);
+}
 
 std::string checkpoint_file_name(int64_t step) {
   char buf[32];
@@ -113,7 +120,8 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
     const int64_t step = step_of(name);
     if (step >= 0 && entry.is_regular_file(ec)) found.emplace_back(step, entry.path().string());
   }
-  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::sort(found.begin(), found.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
   std::vector<std::string> paths;
   for (auto& f : found) paths.push_back(std::move(f.second));
   return paths;

@@ -1,8 +1,8 @@
 #include "core/param_store.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <algorithm>
 #include <cstring>
 #include <map>
 #include <new>
@@ -183,7 +183,8 @@ void ParamStore::import_by_name(const WeightsFile& file, const std::string& sour
       copy_in(*p, reinterpret_cast<const float*>(t.data().data()));
     }
   }
-  if (!unused.empty()) throw UserError("--reinit " + *unused.begin() + ": the net has no such layer with parameters");
+  if (!unused.empty())
+    throw UserError("--reinit " + *unused.begin() + ": the net has no such layer with parameters");
 }
 
 void ParamStore::export_state(const float* flat, const std::string& suffix,

@@ -31,7 +31,8 @@ Checkpointer::Checkpointer(const CheckpointSpec& spec, std::string run_dir, bool
 
 unsigned Checkpointer::requests() {
   if (!leader_ || spec_.every_seconds() <= 0) return kNoRequest;
-  const double since = std::chrono::duration<double>(std::chrono::steady_clock::now() - last_).count();
+  const double since =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - last_).count();
   return since >= spec_.every_seconds() ? kCheckpointRequest : kNoRequest;
 }
 

@@ -11,8 +11,7 @@ void check_mpi(int status, const char* call) {
   char text[MPI_MAX_ERROR_STRING];
   int length = 0;
   MPI_Error_string(status, text, &length);
-  throw MpiError(std::string(call) + " failed: " +
-                 std::string(text, static_cast<size_t>(length)));
+  throw MpiError(std::string(call) + " failed: " + std::string(text, static_cast<size_t>(length)));
 }
 
 Communicator::Communicator(int* argc, char*** argv) {
@@ -49,9 +48,8 @@ void Communicator::wait(MPI_Request& request, const char* what) const {
     check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
     if (done) return;
     if (std::chrono::duration<double>(Clock::now() - t0).count() > stall_timeout_s_) {
-      throw MpiError("waited " +
-                     std::to_string(static_cast<int>(stall_timeout_s_)) + " s in " + what +
-                     "; another rank has stalled, died or is out of step");
+      throw MpiError("waited " + std::to_string(static_cast<int>(stall_timeout_s_)) + " s in " +
+                     what + "; another rank has stalled, died or is out of step");
     }
   }
 }
@@ -88,7 +86,8 @@ void Communicator::allreduce_min_max(int64_t* min, int64_t* max) const {
 void Communicator::broadcast(void* data, size_t bytes, int root) const {
   if (size_ == 1) return;
   MPI_Request request;
-  check_mpi(MPI_Ibcast(data, count_of(bytes, rank_), MPI_BYTE, root, comm(), &request), "MPI_Ibcast");
+  check_mpi(MPI_Ibcast(data, count_of(bytes, rank_), MPI_BYTE, root, comm(), &request),
+            "MPI_Ibcast");
   wait(request, "a broadcast");
 }
 

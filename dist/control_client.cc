@@ -25,7 +25,8 @@ int connect_to(const std::string& address) {
     throw UserError("DPTRAIN_CONTROL must be HOST:PORT, got '" + address + "'");
   }
   std::string host = address.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   const std::string port = address.substr(colon + 1);
   addrinfo hints = {};
   hints.ai_socktype = SOCK_STREAM;
@@ -44,7 +45,8 @@ int connect_to(const std::string& address) {
     }
   }
   freeaddrinfo(found);
-  if (fd < 0) throw UserError("cannot reach the launcher at " + address + ": " + std::strerror(err));
+  if (fd < 0)
+    throw UserError("cannot reach the launcher at " + address + ": " + std::strerror(err));
   // A launcher that stops reading must not block training: sends give up.
   timeval tv{1, 0};
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -64,7 +66,8 @@ std::unique_ptr<ControlClient> ControlClient::from_env() {
     char* end = nullptr;
     timeout_s = std::strtod(timeout, &end);
     if (*end != '\0' || !(timeout_s > 0)) {
-      throw UserError(std::string("DPTRAIN_CONTROL_TIMEOUT must be seconds > 0, got '") + timeout + "'");
+      throw UserError(std::string("DPTRAIN_CONTROL_TIMEOUT must be seconds > 0, got '") + timeout +
+                      "'");
     }
   }
   const int fd = connect_to(address);
@@ -173,9 +176,11 @@ void ControlClient::read_loop() {
       while ((r = decoder.next(&m)) == FrameDecoder::Result::kMessage) {
         if (m.has_stop()) stop("the launcher asked to stop (" + m.stop().reason() + ")");
       }
-      if (r == FrameDecoder::Result::kError) return stop("bad frame from the launcher: " + decoder.error());
+      if (r == FrameDecoder::Result::kError)
+        return stop("bad frame from the launcher: " + decoder.error());
     } else if (std::chrono::duration<double>(Clock::now() - last_heard).count() > timeout_s_) {
-      return stop("heard nothing from the launcher for " + std::to_string(static_cast<int>(timeout_s_)) + " s");
+      return stop("heard nothing from the launcher for " +
+                  std::to_string(static_cast<int>(timeout_s_)) + " s");
     }
   }
 }

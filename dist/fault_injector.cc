@@ -18,8 +18,9 @@ FaultInjector::FaultInjector(int rank) : my_rank_(rank) {
   long long step = -1;
   int fault_rank = -1;
   if (std::sscanf(env, "%15[a-z_]:%d:%lld", kind, &fault_rank, &step) != 3) {
-    throw UserError(std::string("DPTRAIN_FAULT must be throw|kill|hang|ckpt_kill:RANK:STEP, got '") +
-                    env + "'");
+    throw UserError(
+        std::string("DPTRAIN_FAULT must be throw|kill|hang|ckpt_kill:RANK:STEP, got '") + env +
+        "'");
   }
   const char* attempt = std::getenv("DPTRAIN_ATTEMPT");
   if (attempt && std::string(attempt) != "1") return;

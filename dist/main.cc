@@ -55,7 +55,9 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
   app.require_subcommand(1);
   if (argc > 1 && argv[1][0] != '-' && std::strcmp(argv[1], "train") != 0 &&
       std::strcmp(argv[1], "eval") != 0 && std::strcmp(argv[1], "diff-weights") != 0) {
-    std::fprintf(stderr, "dptrain: unknown command '%s' (train, eval or diff-weights; see dptrain --help)\n", argv[1]);
+    std::fprintf(
+        stderr, "dptrain: unknown command '%s' (train, eval or diff-weights; see dptrain --help)\n",
+        argv[1]);
     return 2;
   }
   CLI::App* train = app.add_subcommand("train", "train a config, writing a run folder");
@@ -64,8 +66,9 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
   train->add_option("--run-dir", a.run_dir, "run folder (default runs/NAME-DATE-TIME)");
   train->add_flag("--resume", a.resume,
                   "continue from the newest good checkpoint in --run-dir (start fresh if none)");
-  train->add_option("--stop-at-step", a.stop_at_step,
-                    "checkpoint at step N and exit 75, as if preempted there")
+  train
+      ->add_option("--stop-at-step", a.stop_at_step,
+                   "checkpoint at step N and exit 75, as if preempted there")
       ->check([](const std::string& v) {
         return v.find_first_not_of("0123456789") == std::string::npos && std::stoll(v) > 0
                    ? std::string()
@@ -73,13 +76,16 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
       });
   train->add_option("--init-weights", a.init_weights,
                     "start from these parameters (final_weights or a checkpoint), by tensor name");
-  train->add_option("--reinit", a.reinit, "with --init-weights: keep this layer's fresh initial values");
+  train->add_option("--reinit", a.reinit,
+                    "with --init-weights: keep this layer's fresh initial values");
   CLI::App* eval = app.add_subcommand("eval", "evaluate weights on the test set");
   eval->add_option("CONFIG", a.config, "config the weights were trained with")->required();
   eval->add_option("--weights", a.weights, "final_weights or a checkpoint")->required();
   eval->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
   CLI::App* diff = app.add_subcommand("diff-weights", "compare two weight files tensor by tensor");
-  diff->add_option("FILES", a.files, "two final_weights files or checkpoints, A and B")->required()->expected(2);
+  diff->add_option("FILES", a.files, "two final_weights files or checkpoints, A and B")
+      ->required()
+      ->expected(2);
   diff->add_option("--tolerance", a.tolerance, "exit 3 when max_rel_diff exceeds T")
       ->check([](const std::string& v) {
         char* end = nullptr;
@@ -147,7 +153,7 @@ void prepare_run_dir(const std::string& dir, bool resume) {
 // Rank 0 picks the newest good checkpoint and sends its bytes to every
 // rank, so ranks on hosts without the run folder resume from it too.
 std::optional<std::pair<Checkpoint, std::string>> find_resume_point(const std::string& dir,
-                                                                     const Communicator& comm) {
+                                                                    const Communicator& comm) {
   std::string bytes, name;
   if (comm.rank() == 0) {
     auto found = find_newest_good_checkpoint(dir, [](const std::string& why) {
@@ -177,7 +183,9 @@ int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
     uint64_t finished = leader && fs::exists(fs::path(dir) / "final_weights");
     comm.broadcast(&finished, sizeof finished);
     if (finished) {
-      if (leader) std::printf("dptrain: %s holds a finished run (final_weights); nothing to resume\n", dir.c_str());
+      if (leader)
+        std::printf("dptrain: %s holds a finished run (final_weights); nothing to resume\n",
+                    dir.c_str());
       return 0;
     }
   }
@@ -193,8 +201,10 @@ int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
   FaultInjector faults(comm.rank());
   StopSignals signals;
   std::unique_ptr<ControlClient> control = leader ? ControlClient::from_env() : nullptr;
-  std::unique_ptr<MetricsLog> log = leader ? std::make_unique<MetricsLog>(dir + "/metrics.jsonl") : nullptr;
-  std::unique_ptr<ProgressDisplay> progress = leader ? std::make_unique<ProgressDisplay>() : nullptr;
+  std::unique_ptr<MetricsLog> log =
+      leader ? std::make_unique<MetricsLog>(dir + "/metrics.jsonl") : nullptr;
+  std::unique_ptr<ProgressDisplay> progress =
+      leader ? std::make_unique<ProgressDisplay>() : nullptr;
   std::vector<RunHook*> durable;
   if (control) durable.push_back(control.get());
   Checkpointer checkpointer(spec.checkpoint(), dir, leader, durable,
@@ -207,7 +217,8 @@ int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
 }
 
 int diff_weights(const Args& a) {
-  const WeightsFile x = load_weights_or_checkpoint(a.files[0]), y = load_weights_or_checkpoint(a.files[1]);
+  const WeightsFile x = load_weights_or_checkpoint(a.files[0]),
+                    y = load_weights_or_checkpoint(a.files[1]);
   if (x.tensor_size() != y.tensor_size()) {
     throw UserError(a.files[0] + " holds " + std::to_string(x.tensor_size()) + " tensors, " +
                     a.files[1] + " holds " + std::to_string(y.tensor_size()));

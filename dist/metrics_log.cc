@@ -19,7 +19,8 @@ void MetricsLog::on_start(const RunInfo& info) {
     std::string kept;
     std::ifstream in(path_);
     std::string line;
-    for (int64_t n = 0; n < info.metrics_records && std::getline(in, line); ++n) kept += line + "\n";
+    for (int64_t n = 0; n < info.metrics_records && std::getline(in, line); ++n)
+      kept += line + "\n";
     write_file_atomically(path_, kept);
   }
   file_ = std::fopen(path_.c_str(), info.start_step > 0 ? "a" : "w");

@@ -40,11 +40,12 @@ double ProgressDisplay::eta(double wall_time, int64_t step) const {
 
 void ProgressDisplay::on_start(const RunInfo& info) {
   info_ = info;
-  std::printf("dptrain: %s on %lld samples, %d rank(s) x %d thread(s), global batch %lld, "
-              "%lld steps\n%s\n",
-              info.name.empty() ? "net" : info.name.c_str(), static_cast<long long>(info.samples),
-              info.world_size, info.threads, static_cast<long long>(info.global_batch),
-              static_cast<long long>(info.steps_total), info.net_summary.c_str());
+  std::printf(
+      "training %s on %lld samples, %d rank(s) x %d thread(s), global batch %lld, "
+      "%lld steps\n%s\n",
+      info.name.empty() ? "net" : info.name.c_str(), static_cast<long long>(info.samples),
+      info.world_size, info.threads, static_cast<long long>(info.global_batch),
+      static_cast<long long>(info.steps_total), info.net_summary.c_str());
   if (info.start_step > 0) {
     std::printf("resuming at step %lld (wall time %s)\n", static_cast<long long>(info.start_step),
                 format_duration(info.start_wall_time).c_str());

@@ -23,27 +23,27 @@ struct RunInfo {
   int64_t samples = 0, global_batch = 0;
   int epochs = 0;
   int64_t steps_total = 0, steps_per_epoch = 0;
-  int64_t start_step = 0;         // non-zero after a resume
-  int64_t metrics_records = 0;    // records already in metrics.jsonl to keep
-  double start_wall_time = 0;     // the run's wall time at start_step
+  int64_t start_step = 0;       // non-zero after a resume
+  int64_t metrics_records = 0;  // records already in metrics.jsonl to keep
+  double start_wall_time = 0;   // the run's wall time at start_step
 };
 
 struct StepReport {
-  int64_t epoch = 0;        // 1-based epoch this step belongs to
-  int64_t step = 0;         // optimizer steps taken so far (1 after the first)
+  int64_t epoch = 0;  // 1-based epoch this step belongs to
+  int64_t step = 0;   // optimizer steps taken so far (1 after the first)
   int64_t step_in_epoch = 0;
   int64_t steps_total = 0;  // planned for the whole run
   float lr = 0.f;
-  float loss = 0.f;         // this rank's loss on its shard of this step
-  double wall_time = 0;     // the run's, carried on across resumes
+  float loss = 0.f;      // this rank's loss on its shard of this step
+  double wall_time = 0;  // the run's, carried on across resumes
 };
 
 struct RunEnd {
   int64_t step = 0;
   double wall_time = 0;
   double test_accuracy = 0;
-  bool stopped = false;     // by a request: a checkpoint was written, exit 75
-  std::string checkpoint;   // the last durable checkpoint, if any
+  bool stopped = false;    // by a request: a checkpoint was written, exit 75
+  std::string checkpoint;  // the last durable checkpoint, if any
 };
 
 // Bits a hook raises to act at the end of the step now starting; the bits

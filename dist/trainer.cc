@@ -152,7 +152,8 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
   // checked below.
   TrainSpec comparable = spec;
   comparable.mutable_data()->clear_path();
-  check_same_on_all_ranks(comm, fingerprint(to_text(comparable)), "the config (after --set overrides)");
+  check_same_on_all_ranks(comm, fingerprint(to_text(comparable)),
+                          "the config (after --set overrides)");
   const DataSpec& d = spec.data();
   s.data = load_dataset(d, spec.seed());
   const Dataset& train = s.data.train;
@@ -167,7 +168,8 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
   }
   const int64_t b = s.sampler->local_batch() / accumulate;
   s.replica_reducer = std::make_unique<MpiReplicaReducer>(comm);
-  s.net = std::make_unique<Net>(spec.net(), dnnl::memory::dims{b, train.channels, train.height, train.width},
+  s.net = std::make_unique<Net>(spec.net(),
+                                dnnl::memory::dims{b, train.channels, train.height, train.width},
                                 spec.seed(), s.replica_reducer.get());
   // Micro-batch gradients are summed: each carries 1/k of the step's mean.
   s.net->state().loss_scale = 1.f / static_cast<float>(accumulate);
@@ -182,9 +184,8 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
 
   s.train_loader = std::make_unique<BatchLoader>(train, s.norm, d.augment(), static_cast<int>(b),
                                                  d.prefetch_batches(), spec.seed());
-  s.eval_loader = std::make_unique<BatchLoader>(s.data.test, s.norm, Augmentation(),
-                                                static_cast<int>(b), d.prefetch_batches(),
-                                                spec.seed());
+  s.eval_loader = std::make_unique<BatchLoader>(
+      s.data.test, s.norm, Augmentation(), static_cast<int>(b), d.prefetch_batches(), spec.seed());
   const SolverSpec solver = scaled_solver(spec);
   s.total_steps = s.sampler->steps_per_epoch() * solver.epochs();
   if (solver.max_steps() > 0) s.total_steps = std::min(s.total_steps, solver.max_steps());
@@ -223,7 +224,8 @@ void Trainer::resume(const Checkpoint& checkpoint, const std::string& source) {
   if (!differ.Compare(result_fields(checkpoint.spec()), result_fields(s.spec))) {
     std::string fields;
     std::istringstream lines(differences);
-    for (std::string line; std::getline(lines, line);) fields += (fields.empty() ? "" : "; ") + line;
+    for (std::string line; std::getline(lines, line);)
+      fields += (fields.empty() ? "" : "; ") + line;
     throw UserError("the config differs from " + source + "'s in fields that change the result (" +
                     fields + "); resume with the same config or start a new run folder");
   }
@@ -234,8 +236,8 @@ void Trainer::resume(const Checkpoint& checkpoint, const std::string& source) {
   }
   s.optimizer->set_steps_taken(checkpoint.optimizer_steps());
   if (checkpoint.step() < 0 || checkpoint.step() > s.total_steps) {
-    throw UserError(source + ": step " + std::to_string(checkpoint.step()) + " is outside this run's " +
-                    std::to_string(s.total_steps) + " steps");
+    throw UserError(source + ": step " + std::to_string(checkpoint.step()) +
+                    " is outside this run's " + std::to_string(s.total_steps) + " steps");
   }
   s.step = checkpoint.step();
   s.wall_offset = checkpoint.wall_time();
@@ -277,7 +279,8 @@ ConfusionMatrix Trainer::evaluate(double* mean_loss) {
   }
   s.comm.allreduce_sum(confusion.counts().data(), confusion.counts().size());
   s.comm.allreduce_sum(&loss_sum, 1);
-  if (mean_loss) *mean_loss = confusion.total() > 0 ? loss_sum / static_cast<double>(confusion.total()) : 0;
+  if (mean_loss)
+    *mean_loss = confusion.total() > 0 ? loss_sum / static_cast<double>(confusion.total()) : 0;
   return confusion;
 }
 
@@ -296,8 +299,8 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step) {
 
   if (s.leader) write_file_atomically(s.run_dir + "/config.textproto", to_text(s.spec));
   // The run's wall time carries on from a checkpoint.
-  const Clock::time_point start =
-      Clock::now() - std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s.wall_offset));
+  const Clock::time_point start = Clock::now() - std::chrono::duration_cast<Clock::duration>(
+                                                     std::chrono::duration<double>(s.wall_offset));
   auto wall = [&] { return seconds_since(start); };
   RunInfo info;
   info.name = s.spec.name();
@@ -343,7 +346,8 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step) {
     emit(r);
   };
 
-  for (int64_t epoch = step / steps_per_epoch; epoch < solver.epochs() && step < s.total_steps; ++epoch) {
+  for (int64_t epoch = step / steps_per_epoch; epoch < solver.epochs() && step < s.total_steps;
+       ++epoch) {
     const int64_t first = step - epoch * steps_per_epoch;  // non-zero only when resuming mid-epoch
     std::vector<int64_t> indices = s.sampler->epoch_indices(epoch);
     indices.erase(indices.begin(), indices.begin() + first * local_batch);
@@ -374,7 +378,8 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step) {
       }
       const Clock::time_point t0 = Clock::now();
       s.reducer->finish();
-      if (solver.clip_grad_norm() > 0) clip_grad_norm(params.grads(), params.size(), solver.clip_grad_norm());
+      if (solver.clip_grad_norm() > 0)
+        clip_grad_norm(params.grads(), params.size(), solver.clip_grad_norm());
       s.optimizer->step(params.values(), params.grads(), lr);
       window_compute += compute + seconds_since(t0);
       ++step;
@@ -387,7 +392,8 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step) {
       window_loss += loss;
       window_correct += correct;
       ++window_steps;
-      for (RunHook* hook : s.hooks) hook->after_step({epoch + 1, step, i + 1, s.total_steps, lr, loss, wall()});
+      for (RunHook* hook : s.hooks)
+        hook->after_step({epoch + 1, step, i + 1, s.total_steps, lr, loss, wall()});
 
       const bool epoch_end = i + 1 == steps_per_epoch;
       if (step % rt.log_every_steps() == 0 || step == s.total_steps || epoch_end) {
@@ -439,7 +445,8 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step) {
     }
   }
   if (!evaluated_last) {
-    evaluate_and_log(static_cast<int64_t>(std::ceil(static_cast<double>(step) / static_cast<double>(steps_per_epoch))));
+    evaluate_and_log(static_cast<int64_t>(
+        std::ceil(static_cast<double>(step) / static_cast<double>(steps_per_epoch))));
   }
   if (s.leader) save_weights(s.run_dir + "/final_weights", params.export_weights());
   RunEnd end;

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(cmake g++ make libopenmpi-dev openmpi-bin libdnnl-dev libboost-dev libprotobuf-dev
           protobuf-compiler libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
-          dataset-fashion-mnist libcli11-dev libboost-filesystem-dev)
+          dataset-fashion-mnist libcli11-dev libboost-filesystem-dev tmux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,4 +24,4 @@ if [ ! -f build/CMakeCache.txt ]; then
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
 cmake --build build -j "$(nproc)" -- --no-print-directory | grep -vE '^\[ *[0-9]+%\] (Building|Linking)|^Consolidate|^Scanning' || true
-test -x build/dist/dptrain
+test -x build/dist/dptrain && test -x build/launcher/dptrain-launch

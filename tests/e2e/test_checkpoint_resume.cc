@@ -31,8 +31,8 @@ const std::string kDropout = kSource + "/tests/e2e/configs/resume_dropout.textpr
 const std::string kOne = "env OMP_NUM_THREADS=1 ";
 std::string mpiexec(int ranks) {
   return "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
-         "mpiexec -np " + std::to_string(ranks) +
-         " --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 ";
+         "mpiexec -np " +
+         std::to_string(ranks) + " --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 ";
 }
 
 std::string train(const std::string& config, const std::string& dir, const std::string& extra = "",
@@ -67,7 +67,8 @@ std::vector<std::string> record_steps(const std::string& path) {
 class Resume : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!fs::exists("/usr/share/datasets/fashion-mnist")) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+    if (!fs::exists("/usr/share/datasets/fashion-mnist"))
+      GTEST_SKIP() << "dataset-fashion-mnist not installed";
   }
   // The uninterrupted run, once per config and options.
   std::string reference(const std::string& config, const std::string& extra = "") {
@@ -108,7 +109,8 @@ TEST_F(Resume, AdamWResumesBitwiseOnTwoRanks) {
   const std::string ref = dir_ / "reference";
   ASSERT_EQ(run_command(train(kBnDropout, ref, adamw, mpiexec(2))).exit_code, 0);
   const std::string run = dir_ / "run";
-  ASSERT_EQ(run_command(train(kBnDropout, run, adamw + " --stop-at-step 13", mpiexec(2))).exit_code, 75);
+  ASSERT_EQ(run_command(train(kBnDropout, run, adamw + " --stop-at-step 13", mpiexec(2))).exit_code,
+            75);
   const auto resumed = run_command(train(kBnDropout, run, adamw + " --resume", mpiexec(2)));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_TRUE(same_bytes(run + "/final_weights", ref + "/final_weights"));
@@ -120,14 +122,17 @@ TEST_F(Resume, AnotherRankCountFollowsTheSameTrajectory) {
   const std::string limit = "--set solver.max_steps=20";
   const std::string ref = reference(kDropout, limit);
   const std::string stopped = dir_ / "stopped";
-  ASSERT_EQ(run_command(train(kDropout, stopped, limit + " --stop-at-step 10", mpiexec(2))).exit_code, 75);
+  ASSERT_EQ(
+      run_command(train(kDropout, stopped, limit + " --stop-at-step 10", mpiexec(2))).exit_code,
+      75);
   for (int ranks : {1, 4}) {
     const std::string run = dir_ / ("on" + std::to_string(ranks));
     fs::create_directories(run);
     fs::copy_file(stopped + "/ckpt-000000010", run + "/ckpt-000000010");
     const auto r = run_command(train(kDropout, run, limit + " --resume", mpiexec(ranks)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
-    EXPECT_LE(max_rel_diff(run + "/final_weights", ref + "/final_weights"), 1e-5) << ranks << " ranks";
+    EXPECT_LE(max_rel_diff(run + "/final_weights", ref + "/final_weights"), 1e-5)
+        << ranks << " ranks";
   }
 }
 
@@ -185,16 +190,18 @@ TEST_F(DamagedCheckpoints, NoGoodCheckpointIsAClearError) {
 }
 
 TEST_F(DamagedCheckpoints, AConfigThatChangesTheResultIsRefusedNamingTheField) {
-  const auto r = run_command(train(kBnDropout, run_, kEvery5 + " --resume --set solver.base_lr=0.05"));
+  const auto r =
+      run_command(train(kBnDropout, run_, kEvery5 + " --resume --set solver.base_lr=0.05"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_THAT(r.output, HasSubstr("base_lr"));
   // Logging and checkpoint cadence do not change the result.
-  const auto ok = run_command(train(kBnDropout, run_,
-                                    "--resume --set runtime.log_every_steps=7 --set checkpoint.keep=2"));
+  const auto ok = run_command(
+      train(kBnDropout, run_, "--resume --set runtime.log_every_steps=7 --set checkpoint.keep=2"));
   ASSERT_EQ(ok.exit_code, 0) << ok.output;
   EXPECT_TRUE(same_bytes(run_ + "/final_weights", ref_ + "/final_weights"));
   int kept = 0;
-  for (const auto& e : fs::directory_iterator(run_)) kept += e.path().filename().string().rfind("ckpt-", 0) == 0;
+  for (const auto& e : fs::directory_iterator(run_))
+    kept += e.path().filename().string().rfind("ckpt-", 0) == 0;
   EXPECT_EQ(kept, 2);
 }
 
@@ -202,7 +209,8 @@ TEST_F(Resume, KillBetweenWritingAndRenamingLeavesNoTornCheckpoint) {
   const std::string every5 = "--set checkpoint.every_steps=5";
   const std::string ref = reference(kBnDropout, every5);
   const std::string run = dir_ / "run";
-  const auto killed = run_command(train(kBnDropout, run, every5, "env DPTRAIN_FAULT=ckpt_kill:0:10 OMP_NUM_THREADS=1 "));
+  const auto killed = run_command(
+      train(kBnDropout, run, every5, "env DPTRAIN_FAULT=ckpt_kill:0:10 OMP_NUM_THREADS=1 "));
   ASSERT_EQ(killed.exit_code, 128 + SIGKILL) << killed.output;
   EXPECT_TRUE(fs::exists(run + "/ckpt-000000010.tmp"));
   EXPECT_FALSE(fs::exists(run + "/ckpt-000000010"));
@@ -211,7 +219,10 @@ TEST_F(Resume, KillBetweenWritingAndRenamingLeavesNoTornCheckpoint) {
   for (const auto& e : fs::directory_iterator(run)) {
     const std::string name = e.path().filename().string();
     if (name.rfind("ckpt-", 0) == 0 && e.path().extension() != ".tmp") {
-      EXPECT_EQ(run_command(kBin + " diff-weights " + e.path().string() + " " + e.path().string()).exit_code, 0) << name;
+      EXPECT_EQ(run_command(kBin + " diff-weights " + e.path().string() + " " + e.path().string())
+                    .exit_code,
+                0)
+          << name;
     }
   }
   const auto resumed = run_command(train(kBnDropout, run, every5 + " --resume"));
@@ -236,9 +247,9 @@ TEST_F(Resume, WallTimeTriggerIsAgreedByEveryRank) {
   const std::string ref = dir_ / "reference";
   ASSERT_EQ(run_command(train(kBnDropout, ref, "", mpiexec(2))).exit_code, 0);
   const std::string run = dir_ / "run";
-  const auto r = run_command(train(kBnDropout, run,
-                                   "--set checkpoint.every_epochs=0 --set checkpoint.every_seconds=0.01",
-                                   mpiexec(2)));
+  const auto r = run_command(
+      train(kBnDropout, run, "--set checkpoint.every_epochs=0 --set checkpoint.every_seconds=0.01",
+            mpiexec(2)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(fs::exists(run + "/LATEST"));
   EXPECT_TRUE(same_bytes(run + "/final_weights", ref + "/final_weights"));
@@ -251,9 +262,10 @@ void expect_signal_stops_and_resumes(const std::string& prefix, int sig, TempDir
   const std::string ref = dir / "reference";
   ASSERT_EQ(run_command(train(kBnDropout, ref, long_run, prefix)).exit_code, 0);
   const std::string run = dir / "run";
-  Background job(prefix + kBin + " train " + kBnDropout + " --run-dir " + run + " " + long_run + " > " +
-                 run + ".log 2>&1");
-  ASSERT_TRUE(wait_for([&] { return slurp(run + "/metrics.jsonl").find("\"train\"") != std::string::npos; }, 60))
+  Background job(prefix + kBin + " train " + kBnDropout + " --run-dir " + run + " " + long_run +
+                 " > " + run + ".log 2>&1");
+  ASSERT_TRUE(wait_for(
+      [&] { return slurp(run + "/metrics.jsonl").find("\"train\"") != std::string::npos; }, 60))
       << slurp(run + ".log");
   job.signal(sig);
   ASSERT_EQ(job.wait(60), 75) << slurp(run + ".log");
@@ -262,7 +274,9 @@ void expect_signal_stops_and_resumes(const std::string& prefix, int sig, TempDir
   EXPECT_TRUE(same_bytes(run + "/final_weights", ref + "/final_weights"));
 }
 
-TEST_F(Resume, SigtermStopsWithACheckpoint) { expect_signal_stops_and_resumes(kOne, SIGTERM, dir_); }
+TEST_F(Resume, SigtermStopsWithACheckpoint) {
+  expect_signal_stops_and_resumes(kOne, SIGTERM, dir_);
+}
 
 TEST_F(Resume, Sigusr1ToMpirunStopsEveryRankWithACheckpoint) {
   expect_signal_stops_and_resumes(mpiexec(2), SIGUSR1, dir_);
@@ -270,7 +284,8 @@ TEST_F(Resume, Sigusr1ToMpirunStopsEveryRankWithACheckpoint) {
 
 TEST_F(Resume, FineTuningStartsFromTrainedWeights) {
   const std::string lenet = kSource + "/configs/lenet5_fmnist.textproto";
-  const std::string base = "--set data.train_limit=6000 --set data.test_limit=2000 --set solver.epochs=1";
+  const std::string base =
+      "--set data.train_limit=6000 --set data.test_limit=2000 --set solver.epochs=1";
   const std::string trained = dir_ / "trained";
   ASSERT_EQ(run_command(train(lenet, trained, base)).exit_code, 0);
   auto accuracy = [](const std::string& dir) {
@@ -283,24 +298,27 @@ TEST_F(Resume, FineTuningStartsFromTrainedWeights) {
   // A few steps at a low rate keep it near where it was...
   const std::string tune = base + " --set solver.max_steps=5 --set solver.base_lr=0.001";
   const std::string tuned = dir_ / "tuned";
-  const auto r = run_command(train(lenet, tuned, tune + " --init-weights " + trained + "/final_weights"));
+  const auto r =
+      run_command(train(lenet, tuned, tune + " --init-weights " + trained + "/final_weights"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NEAR(accuracy(tuned), before, 0.03);
   // ...from a checkpoint too, with a new last layer for a changed head.
   const std::string fresh_head = dir_ / "fresh_head";
-  const auto head = run_command(train(lenet, fresh_head, tune + " --init-weights " + trained +
-                                                             "/final_weights --reinit fc3"));
+  const auto head = run_command(train(
+      lenet, fresh_head, tune + " --init-weights " + trained + "/final_weights --reinit fc3"));
   ASSERT_EQ(head.exit_code, 0) << head.output;
   EXPECT_GT(max_rel_diff(fresh_head + "/final_weights", tuned + "/final_weights"), 0.1);
   // A renamed layer is a missing tensor, named, unless it is reinitialised.
   const std::string renamed = "--set net.layer[fc3].name=out";
-  const auto missing = run_command(train(lenet, dir_ / "missing", tune + " " + renamed +
-                                                                    " --init-weights " + trained + "/final_weights"));
+  const auto missing =
+      run_command(train(lenet, dir_ / "missing",
+                        tune + " " + renamed + " --init-weights " + trained + "/final_weights"));
   EXPECT_EQ(missing.exit_code, 2) << missing.output;
   EXPECT_THAT(missing.output, HasSubstr("no tensor 'out.weight'"));
   EXPECT_THAT(missing.output, HasSubstr("--reinit out"));
-  const auto reinit = run_command(train(lenet, dir_ / "reinit", tune + " " + renamed + " --init-weights " +
-                                                                  trained + "/final_weights --reinit out"));
+  const auto reinit = run_command(
+      train(lenet, dir_ / "reinit",
+            tune + " " + renamed + " --init-weights " + trained + "/final_weights --reinit out"));
   EXPECT_EQ(reinit.exit_code, 0) << reinit.output;
 }
 
