@@ -29,7 +29,7 @@ measure() {  # label checkpoint-overrides... -> "run_wall process_wall checkpoin
   t1=$(date +%s.%N)
   local wall count
   wall=$(tail -1 "$out/$label/metrics.jsonl" | sed -E 's/.*"wall_time":([0-9.e+-]+).*/\1/')
-  count=$(grep -c . <<<"$(ls "$out/$label" | grep '^ckpt-' || true)")
+  count=$(ls "$out/$label" | grep -c '^ckpt-' || true)
   rm -rf "${out:?}/$label"
   echo "$wall $(awk -v a="$t0" -v b="$t1" 'BEGIN{print b - a}') $count"
 }
