@@ -671,6 +671,14 @@ void validate_runtime(const RuntimeSpec& r) {
   require(r.eval_every_epochs() >= 0, "runtime.eval_every_epochs", ">= 0", r.eval_every_epochs());
 }
 
+void validate_checkpoint(const CheckpointSpec& c) {
+  require(c.every_steps() >= 0, "checkpoint.every_steps", ">= 0", c.every_steps());
+  require(c.every_epochs() >= 0, "checkpoint.every_epochs", ">= 0", c.every_epochs());
+  require(c.every_seconds() >= 0, "checkpoint.every_seconds", ">= 0", c.every_seconds());
+  // One checkpoint may be the one a crash tore: keep a good one behind it.
+  require(c.keep() >= 2, "checkpoint.keep", ">= 2", c.keep());
+}
+
 void validate_net(const NetSpec& net) {
   if (net.layer_size() == 0) invalid("net must have at least one layer (net.layer is empty)");
   std::map<std::string, int> seen;
@@ -736,6 +744,7 @@ void validate_train_spec(const TrainSpec& spec) {
   validate_net(spec.net());
   validate_solver(spec.solver());
   validate_runtime(spec.runtime());
+  validate_checkpoint(spec.checkpoint());
 }
 
 std::string to_text(const TrainSpec& spec) {

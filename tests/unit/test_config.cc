@@ -510,6 +510,11 @@ const ValidationCase kValidationErrors[] = {
     {{"runtime.threads=-1"}, "runtime.threads must be >= 0 (got -1)"},
     {{"runtime.log_every_steps=0"}, "runtime.log_every_steps must be >= 1 (got 0)"},
     {{"runtime.eval_every_epochs=-1"}, "runtime.eval_every_epochs must be >= 0 (got -1)"},
+    // checkpoint
+    {{"checkpoint.every_steps=-1"}, "checkpoint.every_steps must be >= 0 (got -1)"},
+    {{"checkpoint.every_epochs=-2"}, "checkpoint.every_epochs must be >= 0 (got -2)"},
+    {{"checkpoint.every_seconds=-0.5"}, "checkpoint.every_seconds must be >= 0 (got -0.5)"},
+    {{"checkpoint.keep=1"}, "checkpoint.keep must be >= 2 (got 1)"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Cases, ValidateTrainSpecError, ::testing::ValuesIn(kValidationErrors));
@@ -531,6 +536,8 @@ const std::vector<std::string> kValidOverrides[] = {
      "solver.lr_schedule.warmup_start_factor=1"},
     {"solver.lr_schedule.warmup_epochs=0.5", "solver.lr_schedule.warmup_start_factor=0.01"},
     {"runtime.threads=0", "runtime.log_every_steps=1", "runtime.eval_every_epochs=0"},
+    {"checkpoint.every_steps=0", "checkpoint.every_epochs=0", "checkpoint.every_seconds=0",
+     "checkpoint.keep=2"},
 };
 
 TEST(ValidateTrainSpec, AcceptsValuesAtTheEdges) {
