@@ -699,19 +699,17 @@ void validate_net(const NetSpec& net) {
 
 }  // namespace
 
-TrainSpec parse_train_spec(const std::string& text, const std::string& source_name) {
-  TrainSpec spec;
+void parse_text(const std::string& text, const std::string& source_name, pb::Message* out) {
   FirstErrorCollector errors;
   pb::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text, &spec)) {
+  if (!parser.ParseFromString(text, out)) {
     if (errors.has_error()) throw UserError(describe_parse_error(errors, text, source_name));
-    throw UserError(source_name + ": cannot parse as a TrainSpec");
+    throw UserError(source_name + ": cannot parse as a " + out->GetDescriptor()->name());
   }
-  return spec;
 }
 
-TrainSpec load_train_spec(const std::string& path) {
+void load_text(const std::string& path, pb::Message* out) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     throw UserError("cannot read config " + path + ": it is a directory");
@@ -721,7 +719,19 @@ TrainSpec load_train_spec(const std::string& path) {
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad()) throw UserError("cannot read config " + path + ": read error");
-  return parse_train_spec(text.str(), path);
+  parse_text(text.str(), path, out);
+}
+
+TrainSpec parse_train_spec(const std::string& text, const std::string& source_name) {
+  TrainSpec spec;
+  parse_text(text, source_name, &spec);
+  return spec;
+}
+
+TrainSpec load_train_spec(const std::string& path) {
+  TrainSpec spec;
+  load_text(path, &spec);
+  return spec;
 }
 
 void apply_override(TrainSpec* spec, const std::string& assignment) {
@@ -747,7 +757,7 @@ void validate_train_spec(const TrainSpec& spec) {
   validate_checkpoint(spec.checkpoint());
 }
 
-std::string to_text(const TrainSpec& spec) {
+std::string to_text(const pb::Message& spec) {
   std::string out;
   pb::TextFormat::Printer printer;
   if (!printer.PrintToString(spec, &out)) throw UserError("cannot print the config as text");

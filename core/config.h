@@ -20,6 +20,11 @@ TrainSpec load_train_spec(const std::string& path);
 // (a tab advances the column to the next multiple of 8, as in GCC).
 TrainSpec parse_train_spec(const std::string& text, const std::string& source_name);
 
+// The same for any message of the schema (sweep configs, launch specs).
+void parse_text(const std::string& text, const std::string& source_name,
+                google::protobuf::Message* out);
+void load_text(const std::string& path, google::protobuf::Message* out);
+
 // Applies one override "PATH=VALUE". PATH is dot-separated field names;
 // an element of a repeated message field is addressed by index or by the
 // value of its `name` field (an all-digit selector is an index):
@@ -45,6 +50,6 @@ void validate_train_spec(const TrainSpec& spec);
 // The spec as Protobuf text (fields that are set, in schema order): what a
 // run folder stores as config.textproto. parse_train_spec(to_text(s), ...)
 // gives back exactly s.
-std::string to_text(const TrainSpec& spec);
+std::string to_text(const google::protobuf::Message& spec);
 
 }  // namespace dptrain

@@ -244,7 +244,7 @@ DatasetSplits make_synthetic(const SyntheticData& s, uint64_t seed) {
     }
     return d;
   };
-  return DatasetSplits{generate(s.train_size(), 1), generate(s.test_size(), 2)};
+  return DatasetSplits{generate(s.train_size(), 1), generate(s.test_size(), 2), {}};
 }
 
 DatasetSplits load_idx(const std::string& dir) {
@@ -284,7 +284,7 @@ DatasetSplits load_cifar10(const std::string& path) {
   std::vector<std::string> train;
   for (int i = 1; i <= 5; ++i) train.push_back(need("data_batch_" + std::to_string(i) + ".bin"));
   std::string test = need("test_batch.bin");
-  return DatasetSplits{read_cifar10(train), read_cifar10({test})};
+  return DatasetSplits{read_cifar10(train), read_cifar10({test}), {}};
 }
 
 }  // namespace
@@ -376,6 +376,41 @@ DatasetSplits load_dataset(const DataSpec& spec, uint64_t seed) {
   }
   apply_limit(splits.train, spec.train_limit());
   apply_limit(splits.test, spec.test_limit());
+  const int64_t held_out = spec.validation_size();
+  if (held_out < 0 || held_out >= splits.train.size()) {
+    throw UserError("data.validation_size " + std::to_string(held_out) +
+                    " must be >= 0 and leave training samples (the training set has " +
+                    std::to_string(splits.train.size()) + ")");
+  }
+  if (held_out > 0) {
+    const int64_t n = splits.train.size();
+    // Fisher-Yates from the seed; the first held_out positions are held out.
+    std::vector<int64_t> perm(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) perm[static_cast<size_t>(i)] = i;
+    Rng rng(derive_seed(seed, RandomStream::kValidation));
+    for (int64_t i = n - 1; i > 0; --i) {
+      std::swap(perm[static_cast<size_t>(i)], perm[rng.below(static_cast<uint64_t>(i + 1))]);
+    }
+    std::vector<bool> is_validation(static_cast<size_t>(n), false);
+    for (int64_t i = 0; i < held_out; ++i)
+      is_validation[static_cast<size_t>(perm[static_cast<size_t>(i)])] = true;
+    Dataset train, validation;
+    for (Dataset* d : {&train, &validation}) {
+      d->channels = splits.train.channels;
+      d->height = splits.train.height;
+      d->width = splits.train.width;
+      d->classes = splits.train.classes;
+    }
+    const size_t sample = static_cast<size_t>(splits.train.sample_size());
+    for (int64_t i = 0; i < n; ++i) {
+      Dataset& to = is_validation[static_cast<size_t>(i)] ? validation : train;
+      const uint8_t* from = splits.train.pixels.data() + static_cast<size_t>(i) * sample;
+      to.pixels.insert(to.pixels.end(), from, from + sample);
+      to.labels.push_back(splits.train.labels[static_cast<size_t>(i)]);
+    }
+    splits.train = std::move(train);
+    splits.validation = std::move(validation);
+  }
   return splits;
 }
 

@@ -24,6 +24,7 @@ struct Dataset {
 
 struct DatasetSplits {
   Dataset train, test;
+  Dataset validation;  // empty unless data.validation_size > 0
 };
 
 // Reads the splits named by spec:
@@ -37,7 +38,10 @@ struct DatasetSplits {
 //    fixed random template, each sample its template plus Gaussian noise),
 //    so a small net can learn it; deterministic in the seed.
 // Then keeps the first spec.train_limit() / spec.test_limit() samples
-// (0 = all). classes is 10 for IDX and CIFAR10.
+// (0 = all), and moves spec.validation_size() training samples, chosen by
+// a permutation drawn from `seed` alone (so every rank count holds out the
+// same ones), into `validation`; both keep their original order. classes
+// is 10 for IDX and CIFAR10.
 DatasetSplits load_dataset(const DataSpec& spec, uint64_t seed);
 
 // Lower-level readers, for tests and tools. Files are read through zlib's

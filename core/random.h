@@ -15,6 +15,7 @@ enum class RandomStream : uint64_t {
   kAugment = 3,
   kDropout = 4,
   kSynthetic = 5,
+  kValidation = 6,
 };
 
 inline uint64_t splitmix64(uint64_t x) {

@@ -138,6 +138,21 @@ void ControlClient::on_checkpoint(const std::string& path, int64_t step) {
   send(m);
 }
 
+std::optional<bool> ControlClient::at_rung(const MetricsRecord& eval, int64_t step) {
+  proceed_ = false;
+  ControlMessage m;
+  RungReached* rung = m.mutable_rung_reached();
+  rung->set_step(step);
+  rung->set_epoch(eval.epoch());
+  *rung->mutable_eval() = eval;
+  send(m);
+  while (!proceed_ && !stop_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    heartbeat(step, eval.epoch());
+  }
+  return proceed_ && !stop_;
+}
+
 unsigned ControlClient::requests() {
   if (!stop_) return kNoRequest;
   if (!announced_) {
@@ -175,6 +190,7 @@ void ControlClient::read_loop() {
       FrameDecoder::Result r;
       while ((r = decoder.next(&m)) == FrameDecoder::Result::kMessage) {
         if (m.has_stop()) stop("the launcher asked to stop (" + m.stop().reason() + ")");
+        if (m.has_proceed()) proceed_ = true;
       }
       if (r == FrameDecoder::Result::kError)
         return stop("bad frame from the launcher: " + decoder.error());

@@ -33,6 +33,9 @@ class ControlClient : public RunHook {
   void on_eval_batch(int64_t step) override;
   void on_record(const MetricsRecord& record) override;
   void on_checkpoint(const std::string& path, int64_t step) override;
+  // Sends RungReached and waits (sending heartbeats, so the pause is not a
+  // stall) for Continue (true) or Stop, a closed channel or silence (false).
+  std::optional<bool> at_rung(const MetricsRecord& eval, int64_t step) override;
 
  private:
   ControlClient(int fd, std::string token, std::string job_id, double timeout_s);
@@ -45,7 +48,7 @@ class ControlClient : public RunHook {
   double timeout_s_;
   std::mutex send_mutex_;
   std::chrono::steady_clock::time_point last_beat_{};
-  std::atomic<bool> stop_{false}, closing_{false};
+  std::atomic<bool> stop_{false}, closing_{false}, proceed_{false};
   std::mutex reason_mutex_;
   std::string stop_reason_;
   bool announced_ = false;

@@ -43,6 +43,7 @@ constexpr int kStopped = 75;
 struct Args {
   std::string command, config, run_dir, weights, init_weights;
   std::vector<std::string> sets, reinit, files;
+  std::vector<int> rung_epochs;
   bool resume = false;
   int64_t stop_at_step = -1;
   double tolerance = -1;
@@ -78,6 +79,12 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
                     "start from these parameters (final_weights or a checkpoint), by tensor name");
   train->add_option("--reinit", a.reinit,
                     "with --init-weights: keep this layer's fresh initial values");
+  train
+      ->add_option("--rung-epochs", a.rung_epochs,
+                   "under dptrain-launch: after these epochs evaluate, checkpoint and wait for "
+                   "the launcher's decision (a sweep's early stopping)")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
   CLI::App* eval = app.add_subcommand("eval", "evaluate weights on the test set");
   eval->add_option("CONFIG", a.config, "config the weights were trained with")->required();
   eval->add_option("--weights", a.weights, "final_weights or a checkpoint")->required();
@@ -205,6 +212,9 @@ int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
       leader ? std::make_unique<MetricsLog>(dir + "/metrics.jsonl") : nullptr;
   std::unique_ptr<ProgressDisplay> progress =
       leader ? std::make_unique<ProgressDisplay>() : nullptr;
+  if (!a.rung_epochs.empty() && leader && !control) {
+    throw UserError("--rung-epochs needs dptrain-launch (no control channel in the environment)");
+  }
   std::vector<RunHook*> durable;
   if (control) durable.push_back(control.get());
   Checkpointer checkpointer(spec.checkpoint(), dir, leader, durable,
@@ -213,7 +223,7 @@ int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
                                                        progress.get(), control.get()}) {
     if (hook) trainer.add_hook(hook);
   }
-  return trainer.run(&checkpointer, a.stop_at_step).stopped ? kStopped : 0;
+  return trainer.run(&checkpointer, a.stop_at_step, a.rung_epochs).stopped ? kStopped : 0;
 }
 
 int diff_weights(const Args& a) {

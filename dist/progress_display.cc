@@ -72,8 +72,13 @@ void ProgressDisplay::after_step(const StepReport& r) {
 
 void ProgressDisplay::on_record(const MetricsRecord& r) {
   if (r.kind() == "eval") {
-    std::printf("%sepoch %d  step %d  test_loss %.4f  test_accuracy %.4f\n", bar_ ? "\r\033[K" : "",
-                r.epoch(), r.step(), r.test_loss(), r.test_accuracy());
+    char val[64] = "";
+    if (r.has_val_accuracy()) {
+      std::snprintf(val, sizeof val, "  val_loss %.4f  val_accuracy %.4f", r.val_loss(),
+                    r.val_accuracy());
+    }
+    std::printf("%sepoch %d  step %d  test_loss %.4f  test_accuracy %.4f%s\n",
+                bar_ ? "\r\033[K" : "", r.epoch(), r.step(), r.test_loss(), r.test_accuracy(), val);
   } else if (!bar_) {
     std::printf("epoch %d  step %d/%lld  loss %.4f  acc %.4f  lr %.4g  %.0f img/s  eta %s\n",
                 r.epoch(), r.step(), static_cast<long long>(info_.steps_total), r.train_loss(),

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "core/dptrain.pb.h"
@@ -67,6 +68,13 @@ class RunHook {
   // A train or eval record, as written to metrics.jsonl.
   virtual void on_record(const MetricsRecord&) {}
   virtual void on_checkpoint(const std::string& /*path*/, int64_t /*step*/) {}
+  // At a rung (a pause for a decision, e.g. a sweep's early stopping),
+  // after its evaluation and with its checkpoint durable: whether the run
+  // goes on; nothing if this hook has no say. Called on rank 0, which
+  // tells the others.
+  virtual std::optional<bool> at_rung(const MetricsRecord& /*eval*/, int64_t /*step*/) {
+    return std::nullopt;
+  }
   virtual void on_end(const RunEnd&) {}
 };
 

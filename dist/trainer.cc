@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -129,7 +130,7 @@ struct Trainer::State {
   std::unique_ptr<MpiReplicaReducer> replica_reducer;
   std::unique_ptr<Net> net;
   std::unique_ptr<DistributedSampler> sampler;
-  std::unique_ptr<BatchLoader> train_loader, eval_loader;
+  std::unique_ptr<BatchLoader> train_loader, eval_loader, validation_loader;
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<LrScheduler> schedule;
   std::unique_ptr<GradientReducer> reducer;
@@ -186,6 +187,11 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
                                                  d.prefetch_batches(), spec.seed());
   s.eval_loader = std::make_unique<BatchLoader>(
       s.data.test, s.norm, Augmentation(), static_cast<int>(b), d.prefetch_batches(), spec.seed());
+  if (s.data.validation.size() > 0) {
+    s.validation_loader =
+        std::make_unique<BatchLoader>(s.data.validation, s.norm, Augmentation(),
+                                      static_cast<int>(b), d.prefetch_batches(), spec.seed());
+  }
   const SolverSpec solver = scaled_solver(spec);
   s.total_steps = s.sampler->steps_per_epoch() * solver.epochs();
   if (solver.max_steps() > 0) s.total_steps = std::min(s.total_steps, solver.max_steps());
@@ -264,13 +270,17 @@ Checkpoint Trainer::snapshot() const {
 }
 
 ConfusionMatrix Trainer::evaluate(double* mean_loss) {
+  return evaluate_on(*s_->eval_loader, s_->data.test.size(), mean_loss);
+}
+
+ConfusionMatrix Trainer::evaluate_on(BatchLoader& loader, int64_t samples, double* mean_loss) {
   State& s = *s_;
   Net& net = *s.net;
   const LossLayer& loss = net.loss_layer();
   ConfusionMatrix confusion(loss.classes());
   double loss_sum = 0;
-  s.eval_loader->start(0, eval_shard(s.data.test.size(), s.comm.rank(), s.comm.size()), false);
-  while (const Batch* batch = s.eval_loader->next()) {
+  loader.start(0, eval_shard(samples, s.comm.rank(), s.comm.size()), false);
+  while (const Batch* batch = loader.next()) {
     net.set_input(batch->images, batch->labels, batch->count);
     net.forward(false);
     confusion.add(batch->labels, loss.predictions().data(), batch->count);
@@ -284,7 +294,8 @@ ConfusionMatrix Trainer::evaluate(double* mean_loss) {
   return confusion;
 }
 
-Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step) {
+Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
+                             const std::vector<int>& rung_epochs) {
   State& s = *s_;
   Net& net = *s.net;
   ParamStore& params = net.params();
@@ -332,7 +343,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step) {
   bool evaluated_last = step > 0 && step % steps_per_epoch == 0 && eval_every > 0 &&
                         (step / steps_per_epoch) % eval_every == 0;
 
-  auto evaluate_and_log = [&](int64_t epoch) {
+  auto evaluation = [&](int64_t epoch) {
     double test_loss = 0;
     ConfusionMatrix cm = evaluate(&test_loss);
     last_accuracy = cm.accuracy();
@@ -342,9 +353,48 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step) {
     r.set_step(static_cast<int32_t>(step));
     r.set_test_loss(test_loss);
     r.set_test_accuracy(last_accuracy);
+    if (s.validation_loader) {
+      double val_loss = 0;
+      const ConfusionMatrix val =
+          evaluate_on(*s.validation_loader, s.data.validation.size(), &val_loss);
+      r.set_val_loss(val_loss);
+      r.set_val_accuracy(val.accuracy());
+    }
     r.set_wall_time(wall());
-    emit(r);
+    return r;
   };
+  auto evaluate_and_log = [&](int64_t epoch) {
+    MetricsRecord r = evaluation(epoch);
+    emit(r);
+    return r;
+  };
+  // Rank 0's hooks decide whether the run goes on past a rung.
+  auto go_on_past_rung = [&](const MetricsRecord& eval) {
+    uint64_t go_on = 1;
+    for (RunHook* hook : s.hooks) {
+      if (auto decided = hook->at_rung(eval, step)) go_on = go_on && *decided;
+    }
+    s.comm.broadcast(&go_on, sizeof go_on);
+    return go_on != 0;
+  };
+  auto stopped = [&] {
+    RunEnd end;
+    end.step = step;
+    end.wall_time = wall();
+    end.stopped = true;
+    end.checkpoint = checkpointer ? checkpointer->flush() : "";
+    s.comm.barrier();
+    for (RunHook* hook : s.hooks) hook->on_end(end);
+    return Result{last_accuracy, true};
+  };
+  const std::set<int> rungs(rung_epochs.begin(), rung_epochs.end());
+  // Resumed from a rung's checkpoint: its decision may never have been
+  // heard, so pause there again (the evaluation is repeated, not logged).
+  if (step > 0 && step < s.total_steps && step % steps_per_epoch == 0 &&
+      rungs.count(static_cast<int>(step / steps_per_epoch)) > 0 &&
+      !go_on_past_rung(evaluation(step / steps_per_epoch))) {
+    return stopped();
+  }
 
   for (int64_t epoch = step / steps_per_epoch; epoch < solver.epochs() && step < s.total_steps;
        ++epoch) {
@@ -418,13 +468,16 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step) {
         window_compute = window_loss = 0;
         window_correct = window_steps = 0;
       }
-      if (epoch_end && eval_every > 0 && (epoch + 1) % eval_every == 0) {
-        evaluate_and_log(epoch + 1);
+      const bool rung =
+          epoch_end && rungs.count(static_cast<int>(epoch + 1)) > 0 && step < s.total_steps;
+      MetricsRecord eval;
+      if (epoch_end && ((eval_every > 0 && (epoch + 1) % eval_every == 0) || rung)) {
+        eval = evaluate_and_log(epoch + 1);
         evaluated_last = true;
       }
       // Checkpoint last, so that a resume from it repeats nothing logged.
-      const bool stop = (agreed & kStopRequest) || step == stop_at_step;
-      if (checkpointer && (stop || checkpointer->due(step, epoch_end, epoch + 1, agreed))) {
+      bool stop = (agreed & kStopRequest) || step == stop_at_step;
+      if (checkpointer && (stop || rung || checkpointer->due(step, epoch_end, epoch + 1, agreed))) {
         s.wall_offset = wall();
         checkpointer->save([&] {
           Checkpoint c = snapshot();
@@ -432,16 +485,14 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step) {
           return c;
         });
       }
-      if (stop) {
-        RunEnd end;
-        end.step = step;
-        end.wall_time = wall();
-        end.stopped = true;
-        end.checkpoint = checkpointer ? checkpointer->flush() : "";
-        s.comm.barrier();
-        for (RunHook* hook : s.hooks) hook->on_end(end);
-        return {last_accuracy, true};
+      if (rung && !stop) {
+        // Paused until a hook (the launcher, over the control channel)
+        // decides; the checkpoint is durable first, so a stopped trial
+        // keeps it.
+        checkpointer->flush();
+        stop = !go_on_past_rung(eval);
       }
+      if (stop) return stopped();
     }
   }
   if (!evaluated_last) {

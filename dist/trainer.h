@@ -22,6 +22,7 @@
 
 namespace dptrain {
 
+class BatchLoader;
 class Checkpointer;
 
 class Trainer {
@@ -53,14 +54,19 @@ class Trainer {
   };
   // Trains to the end, or until a stop is agreed or step `stop_at_step`
   // is reached (then checkpoints and returns stopped). `checkpointer`
-  // decides and writes checkpoints (required to stop).
-  Result run(Checkpointer* checkpointer, int64_t stop_at_step = -1);
+  // decides and writes checkpoints (required to stop). At the end of each
+  // epoch in `rung_epochs` the run evaluates, checkpoints and asks its
+  // hooks (RunHook::at_rung) whether to go on; told no, it stops.
+  Result run(Checkpointer* checkpointer, int64_t stop_at_step = -1,
+             const std::vector<int>& rung_epochs = {});
 
   // Evaluates the current weights on the whole test set (all ranks).
   ConfusionMatrix evaluate(double* mean_loss = nullptr);
   Net& net();
 
  private:
+  ConfusionMatrix evaluate_on(BatchLoader& loader, int64_t samples, double* mean_loss);
+
   struct State;
   std::unique_ptr<State> s_;
 };

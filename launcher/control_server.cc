@@ -114,6 +114,7 @@ void ControlServer::on_message(ControlConnection& connection, const ControlMessa
     case ControlMessage::kHeartbeat:
     case ControlMessage::kMetrics:
     case ControlMessage::kCheckpointWritten:
+    case ControlMessage::kRungReached:
       if (callbacks_.on_message) callbacks_.on_message(message);
       break;
     case ControlMessage::kPing:
@@ -122,6 +123,7 @@ void ControlServer::on_message(ControlConnection& connection, const ControlMessa
       log("control: ignored a second hello from " + connection.peer());
       break;
     case ControlMessage::kStop:
+    case ControlMessage::kProceed:
     case ControlMessage::BODY_NOT_SET:
       connection.close("sent a message only the launcher sends");
       break;
@@ -147,12 +149,16 @@ void ControlServer::expect_job(const std::string& token, const std::string& job_
   if (session_) session_->close("a new job started");
 }
 
-bool ControlServer::send_stop(const std::string& reason) {
+bool ControlServer::send(const ControlMessage& message) {
   if (!session_) return false;
+  session_->send(message);
+  return true;
+}
+
+bool ControlServer::send_stop(const std::string& reason) {
   ControlMessage m;
   m.mutable_stop()->set_reason(reason);
-  session_->send(m);
-  return true;
+  return send(m);
 }
 
 void ControlServer::close() {

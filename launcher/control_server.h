@@ -60,6 +60,7 @@ class ControlServer {
   // session of an earlier job is closed.
   void expect_job(const std::string& token, const std::string& job_id);
   // False when no worker is connected.
+  bool send(const ControlMessage& message);
   bool send_stop(const std::string& reason);
   bool has_session() const { return session_ != nullptr; }
   // Connections open now, the session included.

@@ -28,10 +28,14 @@
 #include <CLI/CLI.hpp>
 #include <boost/process/search_path.hpp>
 
+#include "core/config.h"
 #include "core/error.h"
+#include "core/file_io.h"
 #include "launcher/launch_spec.h"
 #include "launcher/run_folder.h"
 #include "launcher/supervisor.h"
+#include "launcher/sweep_runner.h"
+#include "launcher/sweep_spec.h"
 
 namespace dptrain::launcher {
 namespace {
@@ -158,6 +162,59 @@ int run_subcommand(CLI::App& run, const RunFlags& f) {
   return supervisor.run();
 }
 
+struct SweepFlags {
+  std::string config, run_dir, resume;
+};
+
+int sweep_subcommand(CLI::App& sweep, const SweepFlags& f) {
+  SweepOptions options;
+  std::string dir;
+  if (!f.resume.empty()) {
+    if (sweep.count("config") > 0 || sweep.count("--run-dir") > 0) {
+      throw UserError("sweep --resume DIR takes nothing else; the sweep folder has it all");
+    }
+    dir = absolute(f.resume);
+    const std::string saved = dir + "/sweep.textproto";
+    if (!std::filesystem::exists(saved))
+      throw UserError(dir + " holds no sweep (no sweep.textproto)");
+    load_text(saved, &options.spec);
+    options.base = resolve_sweep_base(options.spec, saved);
+  } else {
+    if (f.config.empty()) throw UserError("sweep needs a SWEEP_CONFIG (or --resume DIR)");
+    load_text(f.config, &options.spec);
+    options.base = resolve_sweep_base(options.spec, f.config);
+    validate_sweep_spec(options.spec, options.base);
+    const std::string name = options.spec.name().empty()
+                                 ? std::filesystem::path(f.config).stem().string()
+                                 : options.spec.name();
+    TrainSpec named;
+    named.set_name(name);
+    dir = f.run_dir.empty() ? absolute(default_run_dir(named, f.config)) : absolute(f.run_dir);
+    if (std::filesystem::exists(dir + "/sweep.textproto")) {
+      throw UserError("folder " + dir +
+                      " already holds a sweep; continue it with: "
+                      "dptrain-launch sweep --resume " +
+                      dir);
+    }
+    // The folder keeps the sweep with its base inline, so that --resume
+    // needs nothing outside it.
+    options.spec.clear_base_config();
+    options.spec.clear_set();
+    *options.spec.mutable_base() = options.base;
+  }
+  validate_sweep_spec(options.spec, options.base);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw UserError("cannot create sweep folder " + dir + ": " + ec.message());
+  lock_run_folder(dir);
+  if (f.resume.empty()) write_file_atomically(dir + "/sweep.textproto", to_text(options.spec));
+  options.dir = dir;
+  options.worker = find_worker();
+  options.mpirun = find_mpirun();
+  options.live = ::isatty(STDOUT_FILENO) != 0;
+  return run_sweep(options);
+}
+
 int launch_main(int argc, char** argv) {
   CLI::App app{
       "Runs dptrain training jobs under mpirun and keeps them alive: checkpoints, "
@@ -206,6 +263,21 @@ int launch_main(int argc, char** argv) {
   run->add_option("--resume", f.resume,
                   "Continue the launcher run in DIR (reads DIR/launch.textproto; no other flags)")
       ->type_name("DIR");
+  SweepFlags sf;
+  CLI::App* sweep = app.add_subcommand(
+      "sweep",
+      "Run a hyperparameter sweep: trials as supervised jobs, early stopping, a leaderboard");
+  sweep->footer(
+      "Trials are chosen by grid, random or TPE search and stopped early by ASHA or the median "
+      "rule, deterministically for the sweep's seed. The folder gets sweep.db (SQLite: trials, "
+      "parameters, rung results), one trial-NNNN run folder per trial, leaderboard.csv, "
+      "best.textproto and sweep_summary.json. SIGINT/SIGTERM pause the trials with checkpoints; "
+      "--resume DIR continues.\nExit codes: 0 finished, 2 user error, 75 stopped.");
+  sweep->add_option("config", sf.config, "Sweep config (SweepSpec, Protobuf text format)")
+      ->type_name("SWEEP_CONFIG");
+  sweep->add_option("--run-dir", sf.run_dir, "Sweep folder (default runs/NAME-YYYYmmdd-HHMMSS)")
+      ->type_name("DIR");
+  sweep->add_option("--resume", sf.resume, "Continue the sweep in DIR")->type_name("DIR");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -215,6 +287,7 @@ int launch_main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     throw UserError(e.what());
   }
+  if (sweep->parsed()) return sweep_subcommand(*sweep, sf);
   return run_subcommand(*run, f);
 }
 

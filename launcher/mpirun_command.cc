@@ -73,6 +73,7 @@ std::vector<std::string> mpirun_args(const LaunchSpec& spec, const std::string& 
     args.push_back("--set");
     args.push_back(s);
   }
+  for (const std::string& a : spec.worker_arg()) args.push_back(a);
   return args;
 }
 

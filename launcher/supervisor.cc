@@ -1,5 +1,7 @@
 #include "launcher/supervisor.h"
 
+#include <boost/asio/post.hpp>
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -130,6 +132,24 @@ void Supervisor::signal(int signo) {
   dispatch(Event{signals_seen_ == 1 ? EventKind::kStopRequest : EventKind::kKillRequest});
 }
 
+void Supervisor::request_stop(const std::string& why) {
+  boost::asio::post(io_, [this, why] {
+    if (is_terminal(state_)) return;
+    log("stop requested: " + why);
+    ++signals_seen_;
+    dispatch(Event{signals_seen_ == 1 ? EventKind::kStopRequest : EventKind::kKillRequest});
+  });
+}
+
+void Supervisor::answer_rung(bool go_on, const std::string& why) {
+  if (!go_on) return request_stop(why);
+  boost::asio::post(io_, [this, why] {
+    ControlMessage m;
+    m.mutable_proceed();
+    if (server_->send(m)) log("rung: go on (" + why + ")");
+  });
+}
+
 void Supervisor::wait_for_signal() {
   if (!signals_) return;
   signals_->async_wait([this](const boost::system::error_code& ec, int signo) {
@@ -255,6 +275,13 @@ void Supervisor::on_message(const ControlMessage& message) {
     case ControlMessage::kMetrics:
       status_.metrics(message.metrics());
       step = message.metrics().step();
+      if (on_metrics) on_metrics(message.metrics());
+      break;
+    case ControlMessage::kRungReached:
+      log("rung: paused after epoch " + std::to_string(message.rung_reached().epoch()) +
+          " at step " + std::to_string(message.rung_reached().step()));
+      step = message.rung_reached().step();
+      if (on_rung) on_rung(message.rung_reached());
       break;
     case ControlMessage::kCheckpointWritten:
       log("checkpoint " + message.checkpoint_written().file() + " at step " +

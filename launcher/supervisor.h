@@ -68,6 +68,10 @@ class Supervisor {
 
   // What a SIGINT/SIGTERM does: the first asks to stop, any later one kills.
   void signal(int signo);
+  // From any thread: ask the job to checkpoint and stop (as a first
+  // signal does, logged with `why`), or answer a rung: go on or stop.
+  void request_stop(const std::string& why);
+  void answer_rung(bool go_on, const std::string& why);
 
   SupervisorState state() const { return state_; }
   const LauncherSummary& summary() const { return summary_; }
@@ -77,6 +81,11 @@ class Supervisor {
 
   // Called after each transition (from, to, cause), on run()'s thread.
   std::function<void(SupervisorState, SupervisorState, const std::string&)> on_transition;
+  // The worker paused at a rung (dptrain train --rung-epochs) and waits for
+  // answer_rung(); on run()'s thread.
+  std::function<void(const RungReached&)> on_rung;
+  // Each metrics record the worker sends; on run()'s thread.
+  std::function<void(const MetricsRecord&)> on_metrics;
 
  private:
   using Clock = std::chrono::steady_clock;

@@ -465,6 +465,47 @@ TEST(SyntheticDatasetTest, ClassesAreSeparable) {
   EXPECT_GE(right, 95);
 }
 
+TEST(ValidationSplitTest, HoldsOutTheSameSamplesForASeedAndNeverTrainsOnThem) {
+  DataSpec spec = synthetic_spec();
+  const DatasetSplits all = load_dataset(spec, 5);
+  spec.set_validation_size(60);
+  const DatasetSplits split = load_dataset(spec, 5);
+  ASSERT_EQ(split.validation.size(), 60);
+  ASSERT_EQ(split.train.size(), all.train.size() - 60);
+  EXPECT_EQ(split.test.labels, all.test.labels);
+  // Every original sample is in exactly one part, each part in the
+  // original order.
+  const size_t n = static_cast<size_t>(all.train.sample_size());
+  auto sample = [n](const Dataset& d, int64_t i) {
+    return std::vector<uint8_t>(d.pixels.begin() + static_cast<std::ptrdiff_t>(i * n),
+                                d.pixels.begin() + static_cast<std::ptrdiff_t>((i + 1) * n));
+  };
+  int64_t t = 0, v = 0;
+  for (int64_t i = 0; i < all.train.size(); ++i) {
+    const auto x = sample(all.train, i);
+    if (v < split.validation.size() && sample(split.validation, v) == x) {
+      ++v;
+    } else {
+      ASSERT_LT(t, split.train.size());
+      ASSERT_EQ(sample(split.train, t), x) << i;
+      ++t;
+    }
+  }
+  EXPECT_EQ(v, 60);
+  EXPECT_EQ(t, split.train.size());
+  // The same seed holds out the same samples; another seed others.
+  EXPECT_EQ(load_dataset(spec, 5).validation.pixels, split.validation.pixels);
+  EXPECT_NE(load_dataset(spec, 6).validation.pixels, split.validation.pixels);
+}
+
+TEST(ValidationSplitTest, MustLeaveTrainingSamples) {
+  DataSpec spec = synthetic_spec();
+  spec.set_validation_size(300);
+  EXPECT_THROW(load_dataset(spec, 5), UserError);
+  spec.set_validation_size(-1);
+  EXPECT_THROW(load_dataset(spec, 5), UserError);
+}
+
 TEST(SyntheticDatasetTest, RejectsBadSizes) {
   DataSpec spec = synthetic_spec();
   spec.mutable_synthetic()->set_classes(0);
