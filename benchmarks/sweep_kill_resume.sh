@@ -22,24 +22,18 @@ grep -E '"(trials|best_objective|best_test_accuracy|epochs_run|epochs_full_budge
   "$out/plain/sweep_summary.json" | tr -d ' \n'
 echo
 
-$launch sweep "$config" --run-dir "$out/killed" >"$out/killed.log" 2>&1 &
-pid=$!
-sleep "$after"
-kill -9 "$pid" || true
-wait "$pid" 2>/dev/null || true
-sleep 3  # the trials' workers checkpoint and leave once their channel closes
-for round in 1 2; do
-  if [ "$round" -eq 1 ]; then
-    $launch sweep --resume "$out/killed" >>"$out/killed.log" 2>&1 &
-    pid=$!
-    sleep "$after"
-    kill -9 "$pid" || true
-    wait "$pid" 2>/dev/null || true
-    sleep 3
-  else
-    $launch sweep --resume "$out/killed" >>"$out/killed.log" 2>&1
-  fi
-done
+# Twice: start (or resume) in the background, let it run, kill -9 it.
+kill_after() {  # args... : run dptrain-launch with them, kill it after $after s
+  "$launch" "$@" >>"$out/killed.log" 2>&1 &
+  local pid=$!
+  sleep "$after"
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  sleep 3  # the trials' workers checkpoint and leave once their channel closes
+}
+kill_after sweep "$config" --run-dir "$out/killed"
+kill_after sweep --resume "$out/killed"
+"$launch" sweep --resume "$out/killed" >>"$out/killed.log" 2>&1
 if cmp -s "$out/plain/leaderboard.csv" "$out/killed/leaderboard.csv"; then
   echo "killed -9 twice and resumed: the same leaderboard"
 else

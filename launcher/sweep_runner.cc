@@ -345,8 +345,10 @@ int SweepRunner::run() {
       if (e.kind == Event::kRung) {
         const auto v = metric_of(e.rung.eval(), o_.spec.objective().metric());
         if (!v) {
-          running_[e.trial].supervisor->answer_rung(
-              false, "no " + o_.spec.objective().metric() + " at the rung");
+          if (auto r = running_.find(e.trial); r != running_.end()) {
+            r->second.supervisor->answer_rung(
+                false, "no " + o_.spec.objective().metric() + " at the rung");
+          }
           continue;
         }
         state_.record_rung(e.trial, e.rung.epoch(), *v);
