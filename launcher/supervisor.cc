@@ -85,6 +85,7 @@ Supervisor::Supervisor(Options options)
   summary_.set_resumes(summary_.resumes());
   summary_.set_seconds_lost(summary_.seconds_lost());
   summary_.set_last_step(summary_.last_step());
+  summary_.set_steps_run(summary_.steps_run());
   budget_.max_restarts = options_.launch.max_restarts();
 
   const ListenAddress listen = listen_address(options_.launch);
@@ -185,7 +186,7 @@ void Supervisor::start_job() {
               << LauncherLog::timestamp() << " =====\n";
   }
   attempt_started_ = last_activity_ = last_report_ = Clock::now();
-  attempt_start_step_ = summary_.last_step();
+  attempt_start_step_ = attempt_last_step_ = summary_.last_step();
   progressed_ = false;
   worker_errors_.clear();
   log("start " + std::to_string(attempt) + ": " + shell_quote(command));
@@ -236,6 +237,8 @@ void Supervisor::drain_then_report_exit() {
   }
   const JobProcess::Exit exit = *exit_;
   exit_.reset();
+  summary_.set_steps_run(summary_.steps_run() + static_cast<int32_t>(std::max<int64_t>(
+                                                    0, attempt_last_step_ - attempt_start_step_)));
   Event event{EventKind::kExit};
   event.exit_code = exit.exit_code;
   event.signal = exit.signal;
@@ -251,7 +254,8 @@ bool Supervisor::attempt_live() const {
 
 void Supervisor::on_hello(const Hello& hello) {
   if (!attempt_live()) return;  // a straggler of an attempt already over
-  attempt_start_step_ = hello.step();
+  attempt_start_step_ = attempt_last_step_ = hello.step();
+  summary_.set_steps_per_epoch(static_cast<int32_t>(hello.steps_per_epoch()));
   last_activity_ = last_report_ = Clock::now();
   if (hello.step() > summary_.last_step()) summary_.set_last_step(hello.step());
   log("worker: " + std::to_string(hello.world_size()) + " rank(s), " +
@@ -292,6 +296,7 @@ void Supervisor::on_message(const ControlMessage& message) {
       return;
   }
   if (step > summary_.last_step()) summary_.set_last_step(step);
+  attempt_last_step_ = std::max(attempt_last_step_, step);
   if (step > attempt_start_step_ && !progressed_) {
     progressed_ = true;
     consecutive_failures_ = 0;

@@ -134,6 +134,7 @@ class Supervisor {
   Clock::time_point
       last_activity_;  // what the stall rule measures from: last_report_, or our last action
   int64_t attempt_start_step_ = 0;
+  int64_t attempt_last_step_ = 0;  // the furthest step this attempt reported
   bool progressed_ = false;
   long worker_log_offset_ = 0;
   std::vector<std::string> worker_errors_;

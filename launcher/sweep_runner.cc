@@ -209,10 +209,17 @@ void SweepRunner::on_exit(int trial, int code) {
   std::fclose(r.err);
   const std::string dir = o_.dir + "/" + trial_dir_name(trial);
   const Outcome out = outcome_of(dir, o_.spec.objective());
-  // Epochs trained since last counted (a trial interrupted and resumed is
-  // counted in parts).
+  // Epochs trained, redone ones included: the trial's supervisor counts
+  // the steps of every start (a trial interrupted and resumed is counted
+  // in parts, so only what is new since the last count is added).
+  LauncherSummary launched;
+  int trained = out.epochs;
+  if (load_summary(dir, &launched) && launched.steps_per_epoch() > 0) {
+    trained = static_cast<int>((launched.steps_run() + launched.steps_per_epoch() / 2) /
+                               launched.steps_per_epoch());
+  }
   const auto row = state_.trial(trial);
-  if (row && out.epochs > row->epochs_run) state_.add_epochs(trial, out.epochs - row->epochs_run);
+  if (row && trained > row->epochs_run) state_.add_epochs(trial, trained - row->epochs_run);
   state_.set_epoch(trial, out.epochs);
   std::string verdict;
   if (code == 0) {
