@@ -215,8 +215,11 @@ void SweepRunner::on_exit(int trial, int code) {
   LauncherSummary launched;
   int trained = out.epochs;
   if (load_summary(dir, &launched) && launched.steps_per_epoch() > 0) {
-    trained = static_cast<int>((launched.steps_run() + launched.steps_per_epoch() / 2) /
-                               launched.steps_per_epoch());
+    // A supervisor killed with the sweep never counted its last start:
+    // at least the epochs the trial reached were trained.
+    trained = std::max(out.epochs,
+                       static_cast<int>((launched.steps_run() + launched.steps_per_epoch() / 2) /
+                                        launched.steps_per_epoch()));
   }
   const auto row = state_.trial(trial);
   if (row && trained > row->epochs_run) state_.add_epochs(trial, trained - row->epochs_run);
@@ -385,6 +388,8 @@ void SweepRunner::finish() {
       return maximize ? *a.objective > *b.objective : *a.objective < *b.objective;
     return a.trial < b.trial;
   });
+  // epochs: the last epoch the trial reached (what it cost, restarts
+  // included, is in sweep_summary.json).
   std::string csv = "rank,trial,state," + o_.spec.objective().metric() + ",test_accuracy,epochs";
   for (const SearchParam& p : o_.spec.param()) csv += "," + p.path();
   csv += ",reason\n";
@@ -410,8 +415,8 @@ void SweepRunner::finish() {
     std::replace(reason.begin(), reason.end(), ',', ';');
     const std::string state = trial_state_name(t.state);
     csv += std::to_string(rank) + "," + std::to_string(t.trial) + "," + state + "," +
-           num(t.objective) + "," + num(t.test_accuracy) + "," + std::to_string(t.epochs_run) +
-           values + "," + reason + "\n";
+           num(t.objective) + "," + num(t.test_accuracy) + "," + std::to_string(t.epoch) + values +
+           "," + reason + "\n";
     char line[256];
     std::snprintf(line, sizeof line, "%3d. trial %-4d %-8s %-10s test %-8s", rank, t.trial,
                   state.c_str(), num(t.objective).c_str(), num(t.test_accuracy).c_str());
