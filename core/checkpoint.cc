@@ -10,6 +10,7 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/little_endian.h"
 
 namespace dptrain {
 namespace {
@@ -19,19 +20,6 @@ namespace fs = std::filesystem;
 constexpr char kMagic[8] = {'D', 'P', 'T', 'R', 'C', 'K', 'P', 'T'};
 constexpr size_t kHeader = 24;
 constexpr const char* kPrefix = "ckpt-";
-
-template <typename T>
-void put_le(std::string& out, T v) {
-  for (size_t i = 0; i < sizeof(T); ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-template <typename T>
-T get_le(std::string_view in, size_t at) {
-  T v = 0;
-  for (size_t i = 0; i < sizeof(T); ++i)
-    v |= static_cast<T>(static_cast<unsigned char>(in[at + i])) << (8 * i);
-  return v;
-}
 
 // The step a checkpoint file name carries, or -1 if it is not one.
 int64_t step_of(const std::string& name) {
@@ -207,7 +195,7 @@ void CheckpointWriter::run() {
     } catch (const std::exception& e) {
       error = e.what();
     }
-    if (done_) done_(error.empty() ? path : "", error);
+    if (done_) done_(error.empty() ? path : "", checkpoint.step(), error);
     {
       std::lock_guard lock(mutex_);
       last_path_ = error.empty() ? path : "";

@@ -57,10 +57,10 @@ WeightsFile load_weights_or_checkpoint(const std::string& path);
 
 class CheckpointWriter {
  public:
-  // Called on the writer thread once a checkpoint is durable (its path),
-  // or with the error that kept it from being written (previous ones are
-  // kept either way).
-  using Done = std::function<void(const std::string& path, const std::string& error)>;
+  // Called on the writer thread once the checkpoint of `step` is durable
+  // (its path), or with the error that kept it from being written (path
+  // empty; previous ones are kept either way).
+  using Done = std::function<void(const std::string& path, int64_t step, const std::string& error)>;
 
   // `before_rename(step)` runs between flushing and renaming a file (a
   // fault point for tests).

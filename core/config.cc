@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -720,6 +721,14 @@ void load_text(const std::string& path, pb::Message* out) {
   text << in.rdbuf();
   if (in.bad()) throw UserError("cannot read config " + path + ": read error");
   parse_text(text.str(), path, out);
+}
+
+std::string default_run_dir(const std::string& name, const std::string& config_path) {
+  char stamp[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+  return "runs/" + (name.empty() ? std::filesystem::path(config_path).stem().string() : name) +
+         "-" + stamp;
 }
 
 TrainSpec parse_train_spec(const std::string& text, const std::string& source_name) {

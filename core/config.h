@@ -25,6 +25,11 @@ void parse_text(const std::string& text, const std::string& source_name,
                 google::protobuf::Message* out);
 void load_text(const std::string& path, google::protobuf::Message* out);
 
+// Where a run (or sweep) goes when no folder is given:
+// runs/NAME-YYYYmmdd-HHMMSS, NAME being `name` or else the config file's
+// stem. Both binaries name their folders so.
+std::string default_run_dir(const std::string& name, const std::string& config_path);
+
 // Applies one override "PATH=VALUE". PATH is dot-separated field names;
 // an element of a repeated message field is addressed by index or by the
 // value of its `name` field (an all-digit selector is an index):

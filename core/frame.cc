@@ -2,14 +2,14 @@
 
 #include <cstdint>
 
+#include "core/little_endian.h"
+
 namespace dptrain {
 
 std::string encode_frame(const ControlMessage& message) {
   const std::string payload = message.SerializeAsString();
-  const auto n = static_cast<uint32_t>(payload.size());
-  std::string frame(4, '\0');
-  for (int i = 0; i < 4; ++i)
-    frame[static_cast<size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
+  std::string frame;
+  put_le<uint32_t>(frame, static_cast<uint32_t>(payload.size()));
   return frame + payload;
 }
 
@@ -20,10 +20,7 @@ void FrameDecoder::feed(std::string_view bytes) {
 FrameDecoder::Result FrameDecoder::next(ControlMessage* out) {
   if (!error_.empty()) return Result::kError;
   if (buffer_.size() < 4) return Result::kNeedMore;
-  uint32_t n = 0;
-  for (int i = 0; i < 4; ++i)
-    n |= static_cast<uint32_t>(static_cast<unsigned char>(buffer_[static_cast<size_t>(i)]))
-         << (8 * i);
+  const auto n = get_le<uint32_t>(buffer_, 0);
   if (n > max_) {
     error_ =
         "frame of " + std::to_string(n) + " bytes exceeds the limit of " + std::to_string(max_);

@@ -1,7 +1,6 @@
 #include "dist/checkpointer.h"
 
 #include <cstdio>
-#include <filesystem>
 
 #include "core/error.h"
 
@@ -12,7 +11,7 @@ Checkpointer::Checkpointer(const CheckpointSpec& spec, std::string run_dir, bool
                            std::function<void(int64_t step)> before_rename)
     : spec_(spec), leader_(leader), last_(std::chrono::steady_clock::now()) {
   if (!leader_) return;
-  auto done = [this, durable](const std::string& path, const std::string& error) {
+  auto done = [this, durable](const std::string& path, int64_t step, const std::string& error) {
     if (!error.empty()) {
       // The run goes on: the previous checkpoints are untouched.
       last_error_ = error;
@@ -21,8 +20,6 @@ Checkpointer::Checkpointer(const CheckpointSpec& spec, std::string run_dir, bool
       return;
     }
     last_error_.clear();
-    const std::string name = std::filesystem::path(path).filename().string();
-    const int64_t step = std::stoll(name.substr(name.find('-') + 1));
     for (RunHook* hook : durable) hook->on_checkpoint(path, step);
   };
   writer_ = std::make_unique<CheckpointWriter>(std::move(run_dir), spec_.keep(), done,

@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -130,14 +129,6 @@ TrainSpec load_spec(const Args& a) {
   return spec;
 }
 
-std::string default_run_dir(const TrainSpec& spec, const std::string& config) {
-  std::string name = spec.name().empty() ? fs::path(config).stem().string() : spec.name();
-  char stamp[32];
-  const std::time_t now = std::time(nullptr);
-  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
-  return "runs/" + name + "-" + stamp;
-}
-
 void prepare_run_dir(const std::string& dir, bool resume) {
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -185,7 +176,7 @@ std::optional<std::pair<Checkpoint, std::string>> find_resume_point(const std::s
 
 int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
   const bool leader = comm.rank() == 0;
-  const std::string dir = a.run_dir.empty() ? default_run_dir(spec, a.config) : a.run_dir;
+  const std::string dir = a.run_dir.empty() ? default_run_dir(spec.name(), a.config) : a.run_dir;
   if (a.resume) {
     uint64_t finished = leader && fs::exists(fs::path(dir) / "final_weights");
     comm.broadcast(&finished, sizeof finished);

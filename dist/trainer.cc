@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-
 #include <set>
 #include <sstream>
 #include <thread>
@@ -140,6 +139,9 @@ struct Trainer::State {
   int64_t step = 0;
   double wall_offset = 0;
   int64_t records = 0;  // metrics records written so far
+  // When the run began, as if it had never stopped: the wall time of a
+  // resumed run carries on from its checkpoint's.
+  Clock::time_point start;
 
   State(const TrainSpec& s, const Communicator& c, std::string dir)
       : spec(s), comm(c), run_dir(std::move(dir)), leader(c.rank() == 0) {}
@@ -266,6 +268,7 @@ Checkpoint Trainer::snapshot() const {
   c.set_world_size(s.comm.size());
   c.set_threads(omp_get_max_threads());
   c.set_metrics_records(s.records);
+  c.set_wall_time(seconds_since(s.start));
   return c;
 }
 
@@ -309,10 +312,9 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
   const int eval_every = rt.eval_every_epochs();
 
   if (s.leader) write_file_atomically(s.run_dir + "/config.textproto", to_text(s.spec));
-  // The run's wall time carries on from a checkpoint.
-  const Clock::time_point start = Clock::now() - std::chrono::duration_cast<Clock::duration>(
-                                                     std::chrono::duration<double>(s.wall_offset));
-  auto wall = [&] { return seconds_since(start); };
+  s.start = Clock::now() - std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(s.wall_offset));
+  auto wall = [&] { return seconds_since(s.start); };
   RunInfo info;
   info.name = s.spec.name();
   info.run_dir = s.run_dir;
@@ -478,12 +480,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
       // Checkpoint last, so that a resume from it repeats nothing logged.
       bool stop = (agreed & kStopRequest) || step == stop_at_step;
       if (checkpointer && (stop || rung || checkpointer->due(step, epoch_end, epoch + 1, agreed))) {
-        s.wall_offset = wall();
-        checkpointer->save([&] {
-          Checkpoint c = snapshot();
-          c.set_wall_time(s.wall_offset);
-          return c;
-        });
+        checkpointer->save([this] { return snapshot(); });
       }
       if (rung && !stop) {
         // Paused until a hook (the launcher, over the control channel)

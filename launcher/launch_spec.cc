@@ -1,7 +1,6 @@
 #include "launcher/launch_spec.h"
 
 #include <cmath>
-#include <ctime>
 #include <filesystem>
 
 #include "core/config.h"
@@ -44,15 +43,6 @@ TrainSpec check_launch_spec(LaunchSpec* spec) {
   (void)listen_address(*spec);
   if (!spec->run_dir().empty()) spec->set_run_dir(absolute(spec->run_dir()));
   return resolve_train_spec(*spec);
-}
-
-std::string default_run_dir(const TrainSpec& train, const std::string& config) {
-  const std::string name =
-      train.name().empty() ? std::filesystem::path(config).stem().string() : train.name();
-  char stamp[32];
-  const std::time_t now = std::time(nullptr);
-  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
-  return "runs/" + name + "-" + stamp;
 }
 
 }  // namespace dptrain::launcher

@@ -20,8 +20,4 @@ TrainSpec resolve_train_spec(const LaunchSpec& spec);
 // returns the resolved TrainSpec.
 TrainSpec check_launch_spec(LaunchSpec* spec);
 
-// runs/NAME-YYYYmmdd-HHMMSS, NAME the spec's name or the config's stem,
-// as the worker chooses it.
-std::string default_run_dir(const TrainSpec& train, const std::string& config);
-
 }  // namespace dptrain::launcher

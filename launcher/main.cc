@@ -139,7 +139,8 @@ int run_subcommand(CLI::App& run, const RunFlags& f) {
     spec.set_listen(f.listen);
     spec.set_run_dir(f.run_dir);
     train = check_launch_spec(&spec);
-    dir = spec.run_dir().empty() ? absolute(default_run_dir(train, spec.config())) : spec.run_dir();
+    dir = spec.run_dir().empty() ? absolute(default_run_dir(train.name(), spec.config()))
+                                 : spec.run_dir();
     spec.set_run_dir(dir);
     if (std::filesystem::exists(launch_spec_path(dir))) {
       throw UserError("run folder " + dir +
@@ -184,12 +185,8 @@ int sweep_subcommand(CLI::App& sweep, const SweepFlags& f) {
     load_text(f.config, &options.spec);
     options.base = resolve_sweep_base(options.spec, f.config);
     validate_sweep_spec(options.spec, options.base);
-    const std::string name = options.spec.name().empty()
-                                 ? std::filesystem::path(f.config).stem().string()
-                                 : options.spec.name();
-    TrainSpec named;
-    named.set_name(name);
-    dir = f.run_dir.empty() ? absolute(default_run_dir(named, f.config)) : absolute(f.run_dir);
+    dir = f.run_dir.empty() ? absolute(default_run_dir(options.spec.name(), f.config))
+                            : absolute(f.run_dir);
     if (std::filesystem::exists(dir + "/sweep.textproto")) {
       throw UserError("folder " + dir +
                       " already holds a sweep; continue it with: "

@@ -2,10 +2,9 @@
 
 #include <filesystem>
 
-#include <google/protobuf/io/tokenizer.h>
-#include <google/protobuf/text_format.h>
 #include <google/protobuf/util/json_util.h>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "core/file_io.h"
 
@@ -16,19 +15,6 @@ std::string in(const std::string& dir, const char* name) {
   return (std::filesystem::path(dir) / name).string();
 }
 
-// Keeps the first parse error, 1-based as editors show it.
-class FirstError : public google::protobuf::io::ErrorCollector {
- public:
-  void AddError(int line, int column, const std::string& message) override {
-    if (text_.empty())
-      text_ = std::to_string(line + 1) + ":" + std::to_string(column + 1) + ": " + message;
-  }
-  const std::string& text() const { return text_; }
-
- private:
-  std::string text_;
-};
-
 }  // namespace
 
 std::string launch_spec_path(const std::string& dir) { return in(dir, "launch.textproto"); }
@@ -37,9 +23,7 @@ std::string launcher_log_path(const std::string& dir) { return in(dir, "launcher
 std::string worker_log_path(const std::string& dir) { return in(dir, "worker.log"); }
 
 void save_launch_spec(const std::string& dir, const LaunchSpec& spec) {
-  std::string text;
-  google::protobuf::TextFormat::PrintToString(spec, &text);
-  write_file_atomically(launch_spec_path(dir), text);
+  write_file_atomically(launch_spec_path(dir), to_text(spec));
 }
 
 LaunchSpec load_launch_spec(const std::string& dir) {
@@ -48,14 +32,8 @@ LaunchSpec load_launch_spec(const std::string& dir) {
   if (!std::filesystem::exists(path)) {
     throw UserError("no launcher run in " + dir + " (" + path + " is missing)");
   }
-  const std::string text = read_file(path);
   LaunchSpec spec;
-  FirstError errors;
-  google::protobuf::TextFormat::Parser parser;
-  parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text, &spec)) {
-    throw UserError(path + ":" + (errors.text().empty() ? "damaged" : errors.text()));
-  }
+  parse_text(read_file(path), path, &spec);
   if (spec.config().empty()) throw UserError(path + ": damaged (names no config)");
   return spec;
 }

@@ -1,21 +1,22 @@
 // Runs a command line through the shell and captures its output and exit
-// code, for end-to-end tests of the binaries.
+// code, for end-to-end tests of the binaries, or in the background in a
+// session of its own.
 #pragma once
 
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <thread>
-#include <vector>
-
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
+
+#include "launcher/job_process.h"
 
 namespace dptrain::testing {
 
@@ -58,26 +59,6 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// Every process of session `sid` (a job started by Background, mpirun's
-// ranks included: mpirun gives each its own process group, not session).
-inline std::vector<pid_t> session_members(pid_t sid) {
-  std::vector<pid_t> pids;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(entry.path() / "stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    // Fields after the command's closing parenthesis: state ppid pgrp session.
-    std::istringstream rest(line.substr(line.rfind(')') + 2));
-    std::string state;
-    long ppid = 0, pgrp = 0, session = 0;
-    rest >> state >> ppid >> pgrp >> session;
-    if (session == sid && state != "Z") pids.push_back(static_cast<pid_t>(std::stol(name)));
-  }
-  return pids;
-}
-
 // A shell command run in the background in a session of its own, so that
 // a test can signal it and, whatever happens, stop all of it: the
 // destructor kills every process left in the session.
@@ -92,7 +73,8 @@ class Background {
     }
   }
   ~Background() {
-    for (pid_t p : session_members(pid_)) kill(p, SIGKILL);
+    // mpirun gives each rank a process group of its own, not a session.
+    launcher::kill_session(pid_, 5);
     if (!done_) waitpid(pid_, nullptr, 0);
   }
   Background(const Background&) = delete;
