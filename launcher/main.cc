@@ -32,6 +32,7 @@
 #include "core/error.h"
 #include "core/file_io.h"
 #include "launcher/launch_spec.h"
+#include "launcher/report.h"
 #include "launcher/run_folder.h"
 #include "launcher/supervisor.h"
 #include "launcher/sweep_runner.h"
@@ -209,7 +210,17 @@ int sweep_subcommand(CLI::App& sweep, const SweepFlags& f) {
   options.worker = find_worker();
   options.mpirun = find_mpirun();
   options.live = ::isatty(STDOUT_FILENO) != 0;
-  return run_sweep(options);
+  const int code = run_sweep(options);
+  if (code == 0) {
+    // The sweep's results are written by now; a report that cannot be
+    // made (no Chart.js) does not make the sweep fail.
+    try {
+      std::printf("report: %s\n", write_report(dir).c_str());
+    } catch (const UserError& e) {
+      std::fprintf(stderr, "dptrain-launch: report not written: %s\n", e.what());
+    }
+  }
+  return code;
 }
 
 int launch_main(int argc, char** argv) {
@@ -275,6 +286,16 @@ int launch_main(int argc, char** argv) {
   sweep->add_option("--run-dir", sf.run_dir, "Sweep folder (default runs/NAME-YYYYmmdd-HHMMSS)")
       ->type_name("DIR");
   sweep->add_option("--resume", sf.resume, "Continue the sweep in DIR")->type_name("DIR");
+  std::string report_dir;
+  CLI::App* report = app.add_subcommand(
+      "report", "Write DIR/report.html: one self-contained page about a run or a sweep folder");
+  report->footer(
+      "A run folder gets its learning curves, learning rate, throughput and allreduce wait, "
+      "restarts and config; a sweep folder every trial's learning curve, the objective against "
+      "each hyperparameter, the rungs and the leaderboard. The page needs no network to be "
+      "viewed (Chart.js is inlined from Debian's libjs-chart.js). It may be written while the "
+      "run goes on.");
+  report->add_option("dir", report_dir, "Run or sweep folder")->type_name("DIR")->required();
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -283,6 +304,10 @@ int launch_main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     throw UserError(e.what());
+  }
+  if (report->parsed()) {
+    std::printf("%s\n", write_report(report_dir).c_str());
+    return 0;
   }
   if (sweep->parsed()) return sweep_subcommand(*sweep, sf);
   return run_subcommand(*run, f);

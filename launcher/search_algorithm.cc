@@ -10,6 +10,7 @@
 #include <numeric>
 #include <system_error>
 
+#include "core/error.h"
 #include "core/random.h"
 
 namespace dptrain::launcher {
@@ -440,9 +441,33 @@ class TpeSearch : public SearchAlgorithm {
   SweepSpec spec_;
 };
 
-}  // namespace
+// ---------------------------------------------------------------- start points
 
-std::unique_ptr<SearchAlgorithm> SearchAlgorithm::create(const SweepSpec& spec) {
+// The sweep's start points first, then the algorithm: trial k >= n gets
+// what the algorithm would give it anyway, so adding start points changes
+// what the first trials try and, for TPE, what later ones learn from.
+class WithStartPoints : public SearchAlgorithm {
+ public:
+  WithStartPoints(const SweepSpec& spec, std::unique_ptr<SearchAlgorithm> inner)
+      : inner_(std::move(inner)) {
+    for (int j = 0; j < spec.start_point_size(); ++j)
+      points_.push_back(start_point_assignment(spec, j));
+  }
+  int total_trials() const override { return inner_->total_trials(); }
+  int needs_finished(int k, int concurrency) const override {
+    return k < static_cast<int>(points_.size()) ? 0 : inner_->needs_finished(k, concurrency);
+  }
+  Assignment suggest(int k, const std::vector<FinishedTrial>& finished) override {
+    if (k < static_cast<int>(points_.size())) return points_[k];
+    return inner_->suggest(k, finished);
+  }
+
+ private:
+  std::unique_ptr<SearchAlgorithm> inner_;
+  std::vector<Assignment> points_;
+};
+
+std::unique_ptr<SearchAlgorithm> make_algorithm(const SweepSpec& spec) {
   switch (spec.algorithm()) {
     case SweepSpec::GRID:
       return std::make_unique<GridSearch>(spec);
@@ -452,6 +477,51 @@ std::unique_ptr<SearchAlgorithm> SearchAlgorithm::create(const SweepSpec& spec) 
       return std::make_unique<TpeSearch>(spec);
   }
   return std::make_unique<RandomSearch>(spec);
+}
+
+}  // namespace
+
+std::unique_ptr<SearchAlgorithm> SearchAlgorithm::create(const SweepSpec& spec) {
+  auto algorithm = make_algorithm(spec);
+  if (spec.start_point_size() == 0) return algorithm;
+  return std::make_unique<WithStartPoints>(spec, std::move(algorithm));
+}
+
+Assignment start_point_assignment(const SweepSpec& spec, int j) {
+  const std::string at = "start_point[" + std::to_string(j) + "]";
+  const TrialPoint& point = spec.start_point(j);
+  Assignment out(spec.param_size());
+  for (const std::string& set : point.set()) {
+    const size_t eq = set.find('=');
+    const std::string path = set.substr(0, eq);
+    int i = 0;
+    while (i < spec.param_size() && spec.param(i).path() != path) ++i;
+    if (eq == std::string::npos || i == spec.param_size())
+      throw UserError(at + ": \"" + set + "\" sets no param of the search space");
+    if (!out[i].empty()) throw UserError(at + ": " + path + " is set twice");
+    const SearchParam& p = spec.param(i);
+    const std::string value = set.substr(eq + 1);
+    if (p.kind() == SearchParam::CHOICE) {
+      if (std::find(p.values().begin(), p.values().end(), value) == p.values().end())
+        throw UserError(at + ": " + path + "=" + value + " is not among the param's values");
+      out[i] = set;
+      continue;
+    }
+    const std::optional<double> x = parse_numeric_assignment(p, set);
+    if (!x || !(*x >= p.min() && *x <= p.max())) {
+      throw UserError(at + ": " + path + "=" + value + " is not a number in [" + shortest(p.min()) +
+                      ", " + shortest(p.max()) + "]");
+    }
+    if (p.kind() == SearchParam::INT_RANGE) {
+      const double steps = (*x - p.min()) / static_cast<double>(p.step());
+      if (steps != std::floor(steps))
+        throw UserError(at + ": " + path + "=" + value + " is not min + a multiple of step");
+    }
+    out[i] = numeric_assignment(p, *x);
+  }
+  for (int i = 0; i < spec.param_size(); ++i)
+    if (out[i].empty()) throw UserError(at + ": sets no value for " + spec.param(i).path());
+  return out;
 }
 
 std::string numeric_assignment(const SearchParam& param, double value) {

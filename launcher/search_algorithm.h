@@ -8,6 +8,8 @@
 // has finished by then, so the trials sampled never depend on timing:
 //   GRID    trial k is the k-th point of the cartesian product;
 //   RANDOM  each value is a function of (seed, k, param index);
+//   start_point  trials 0 .. start_point_size() - 1 are those points,
+//           for RANDOM and TPE alike;
 //   TPE     trials below tpe.startup_trials are drawn as RANDOM; trial k
 //           after that sees the trials numbered below k - c, c trials at
 //           once (needs_finished = max(0, k - c)): it may start while any
@@ -84,6 +86,13 @@ std::optional<double> parse_numeric_assignment(const SearchParam& param,
 // num_output" -> ConvolutionParam.num_output), or nullptr if the path names
 // no field. Selectors in brackets are skipped: only the schema is consulted.
 const google::protobuf::FieldDescriptor* train_spec_field(const std::string& path);
+
+// spec.start_point(j) as trial j's Assignment: in param order, each value
+// printed as the algorithms print it. UserError naming start_point[j] for
+// a param set twice or not at all, a path that is no param, a CHOICE value
+// not among the values, or a number outside [min, max] or off the
+// INT_RANGE's steps.
+Assignment start_point_assignment(const SweepSpec& spec, int j);
 
 // INT_RANGE: how many values min, min + step, ..., <= max there are.
 long long int_range_size(const SearchParam& param);

@@ -27,6 +27,7 @@
 #include "launcher/supervisor.h"
 #include "launcher/sweep_spec.h"
 #include "launcher/sweep_state.h"
+#include "launcher/sweep_table.h"
 #include "launcher/trial_scheduler.h"
 
 namespace dptrain::launcher {
@@ -48,6 +49,12 @@ std::optional<double> metric_of(const MetricsRecord& r, const std::string& metri
   const auto* field = r.GetDescriptor()->FindFieldByName(metric);
   if (!field || !r.GetReflection()->HasField(r, field)) return std::nullopt;
   return r.GetReflection()->GetDouble(r, field);
+}
+
+std::vector<std::string> param_paths(const SweepSpec& spec) {
+  std::vector<std::string> paths;
+  for (const SearchParam& p : spec.param()) paths.push_back(p.path());
+  return paths;
 }
 
 struct Outcome {
@@ -96,7 +103,10 @@ std::string failure_reason(const std::string& run_dir, int code) {
 class SweepRunner {
  public:
   explicit SweepRunner(const SweepOptions& o)
-      : o_(o), state_(SweepState::open(SweepState::path_in(o.dir))) {}
+      : o_(o),
+        state_(SweepState::open(SweepState::path_in(o.dir))),
+        table_(stdout, o.live, o.spec.objective().metric(), param_paths(o.spec),
+               max_epochs(o.spec, o.base)) {}
 
   int run();
 
@@ -125,10 +135,8 @@ class SweepRunner {
     events_.push_back(std::move(e));
     changed_.notify_all();
   }
-  void say(const std::string& line) {
-    std::printf("%s\n", line.c_str());
-    std::fflush(stdout);
-  }
+  void say(const std::string& line) { table_.print(line); }
+  void show_table();
 
   const SweepOptions& o_;
   SweepState state_;
@@ -143,6 +151,13 @@ class SweepRunner {
   std::condition_variable changed_;
   std::deque<Event> events_;
   bool stopping_ = false;
+  // What running trials reported last (their supervisors' threads write).
+  struct Progress {
+    int epoch = 0;
+    std::optional<double> objective;
+  };
+  std::map<int, Progress> progress_;  // guarded by mutex_
+  SweepTable table_;
 };
 
 void SweepRunner::start_trial(int trial, const Assignment& params) {
@@ -185,6 +200,18 @@ void SweepRunner::start_trial(int trial, const Assignment& params) {
   r.supervisor->on_rung = [this, trial](const RungReached& rung) {
     post({Event::kRung, trial, rung, 0});
   };
+  if (o_.live) {
+    r.supervisor->on_metrics = [this, trial](const MetricsRecord& record) {
+      const auto v = metric_of(record, o_.spec.objective().metric());
+      std::lock_guard lock(mutex_);
+      Progress& p = progress_[trial];
+      p.epoch = std::max(p.epoch, record.epoch());
+      if (v && (!p.objective || o_.spec.objective().mode() == Objective::LAST ||
+                (o_.spec.objective().goal() == Objective::MAXIMIZE ? *v > *p.objective
+                                                                   : *v < *p.objective)))
+        p.objective = v;
+    };
+  }
   Supervisor* sup = r.supervisor.get();
   r.thread = std::thread([this, trial, sup] {
     int code = 1;
@@ -371,23 +398,41 @@ int SweepRunner::run() {
       }
     }
     decide_pending();
+    if (o_.live) show_table();
   }
+  table_.clear();
   if (stopping_) return 75;
   finish();
   return 0;
 }
 
+// The live table: the sweep state's rows, with what running trials have
+// reported since their last rung.
+void SweepRunner::show_table() {
+  std::vector<SweepTableRow> rows;
+  std::lock_guard lock(mutex_);
+  for (const TrialRow& t : state_.trials()) {
+    SweepTableRow r;
+    r.trial = t.trial;
+    r.state = trial_state_name(t.state);
+    r.epoch = t.epoch;
+    r.objective = t.objective;
+    if (auto p = progress_.find(t.trial); p != progress_.end() && !has_ended(t.state)) {
+      r.epoch = std::max(r.epoch, p->second.epoch);
+      if (p->second.objective) r.objective = p->second.objective;
+    }
+    for (const std::string& a : t.params) r.values.push_back(a.substr(a.find('=') + 1));
+    rows.push_back(std::move(r));
+  }
+  table_.update(std::move(rows));
+  table_.refresh();
+}
+
 // The leaderboard, the best trial's config and the summary.
 void SweepRunner::finish() {
   std::vector<TrialRow> rows = state_.trials();
+  rank_trials(&rows, o_.spec.objective());
   const bool maximize = o_.spec.objective().goal() == Objective::MAXIMIZE;
-  std::stable_sort(rows.begin(), rows.end(), [&](const TrialRow& a, const TrialRow& b) {
-    if (a.objective.has_value() != b.objective.has_value()) return a.objective.has_value();
-    if (!a.objective) return a.trial < b.trial;
-    if (*a.objective != *b.objective)
-      return maximize ? *a.objective > *b.objective : *a.objective < *b.objective;
-    return a.trial < b.trial;
-  });
   // epochs: the last epoch the trial reached (what it cost, restarts
   // included, is in sweep_summary.json).
   std::string csv = "rank,trial,state," + o_.spec.objective().metric() + ",test_accuracy,epochs";

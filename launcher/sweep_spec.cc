@@ -252,6 +252,15 @@ void validate_sweep_spec(const SweepSpec& spec, const TrainSpec& base) {
       }
       break;
   }
+  if (spec.start_point_size() > 0) {
+    if (spec.algorithm() == SweepSpec::GRID)
+      throw UserError("start_point: GRID runs its own points in order; use RANDOM or TPE");
+    if (spec.start_point_size() > spec.trials()) {
+      throw UserError("start_point: " + std::to_string(spec.start_point_size()) +
+                      " points but only " + std::to_string(spec.trials()) + " trials");
+    }
+    for (int j = 0; j < spec.start_point_size(); ++j) (void)start_point_assignment(spec, j);
+  }
   validate_objective(spec, base);
   validate_scheduler(spec, base);
   if (spec.ranks_per_trial() < 1) {

@@ -5,6 +5,7 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
 #include <limits>
@@ -220,6 +221,17 @@ std::optional<TrialState> parse_trial_state(const std::string& name) {
 bool has_ended(TrialState state) {
   return state == TrialState::kStopped || state == TrialState::kDone ||
          state == TrialState::kFailed;
+}
+
+void rank_trials(std::vector<TrialRow>* rows, const Objective& objective) {
+  const bool maximize = objective.goal() == Objective::MAXIMIZE;
+  std::stable_sort(rows->begin(), rows->end(), [&](const TrialRow& a, const TrialRow& b) {
+    if (a.objective.has_value() != b.objective.has_value()) return a.objective.has_value();
+    if (!a.objective) return a.trial < b.trial;
+    if (*a.objective != *b.objective)
+      return maximize ? *a.objective > *b.objective : *a.objective < *b.objective;
+    return a.trial < b.trial;
+  });
 }
 
 std::string SweepState::path_in(const std::string& sweep_dir) {

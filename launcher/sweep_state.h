@@ -59,6 +59,10 @@ struct TrialRow {
   std::string updated;
 };
 
+// The leaderboard's order: trials with an objective first, best first by
+// the objective's goal, ties and the rest by trial number.
+void rank_trials(std::vector<TrialRow>* rows, const Objective& objective);
+
 class SweepState {
  public:
   // DIR/sweep.db.

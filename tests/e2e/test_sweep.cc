@@ -5,6 +5,7 @@
 // crash or stall are failed with their reason while the sweep goes on;
 // never more trials at once than asked.
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -205,6 +206,49 @@ TEST_F(Sweep, NeverMoreTrialsAtOnceThanAsked) {
   for (const auto& [t, delta] : edges) most = std::max(most, at_once += delta);
   EXPECT_LE(most, 2);
   EXPECT_GE(most, 1);
+}
+
+// What a person sees on a terminal, under tmux: the table of trials kept
+// below the event lines while the sweep runs, gone before the leaderboard.
+TEST_F(Sweep, OnATerminalATableOfTrialsIsKeptBelowTheEvents) {
+  const std::string config = write(dir_, "sweep.textproto", small_sweep());
+  const std::string out = dir_ / "out";
+  const std::string tmux = "tmux -L dptrain-sweep-" + std::to_string(::getpid()) + " ";
+  struct KillServer {
+    std::string tmux;
+    ~KillServer() { run_command(tmux + "kill-server"); }
+  } kill_server{tmux};
+  const std::string command =
+      kEnv + kLaunch + " sweep " + config + " --run-dir " + out + "; sleep 60";
+  ASSERT_EQ(run_command(tmux + "new-session -d -x 150 -y 40 '" + command + "'").exit_code, 0);
+  auto pane = [&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    return run_command(tmux + "capture-pane -p").output;
+  };
+  const std::string header =
+      "trial  state    epoch   val_accuracy  solver.base_lr  solver.momentum";
+  const std::regex running_row("\\n[0-9]+ +running +[0-9]+/9 ");
+  std::string seen;
+  EXPECT_TRUE(wait_for(
+      [&] {
+        seen = pane();
+        return seen.find(header) != std::string::npos && std::regex_search(seen, running_row);
+      },
+      120))
+      << seen;
+  // The table is the last thing on the screen: the event lines are above it.
+  const size_t table = seen.find(header);
+  EXPECT_NE(seen.rfind("started:"), std::string::npos) << seen;
+  EXPECT_LT(seen.rfind("started:"), table) << seen;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        seen = pane();
+        return seen.find("sweep: done") != std::string::npos;
+      },
+      300))
+      << seen;
+  EXPECT_EQ(seen.find(header), std::string::npos) << "the table outlived the sweep\n" << seen;
+  EXPECT_THAT(seen, HasSubstr("leaderboard (val_accuracy"));
 }
 
 }  // namespace

@@ -143,6 +143,32 @@ TEST(LauncherSweepSearch, RandomIsDeterministicForASeedAndInsideTheSpace) {
   EXPECT_NE(all(*SearchAlgorithm::create(spec)), forward);
 }
 
+TEST(LauncherSweepSearch, StartPointsComeFirstThenTheAlgorithmAsBefore) {
+  const std::string space = std::string(kSpace) + "algorithm: RANDOM trials: 6 seed: 7\n";
+  const auto plain = all(*SearchAlgorithm::create(parse(space)));
+  SweepSpec spec = parse(space +
+                         "start_point { set: 'data.batch_size=64' set: 'solver.base_lr=0.0500' "
+                         "set: 'solver.lr_schedule.policy=cosine' set: 'solver.momentum=0.9' }");
+  // The same points however the params are ordered in the start point; the
+  // numbers printed as the algorithm prints them.
+  ASSERT_EQ(spec.param_size(), 4);
+  const Assignment first = start_point_assignment(spec, 0);
+  EXPECT_EQ(first[0], "solver.base_lr=0.05");
+  EXPECT_EQ(first[1], "solver.momentum=0.9");
+  EXPECT_EQ(first[2], "data.batch_size=64");
+  EXPECT_EQ(first[3], "solver.lr_schedule.policy=cosine");
+  auto with = SearchAlgorithm::create(spec);
+  EXPECT_EQ(with->needs_finished(0, 2), 0);
+  EXPECT_EQ(with->suggest(0, {}), first);
+  for (int k = 1; k < 6; ++k) EXPECT_EQ(with->suggest(k, {}), plain[k]) << k;
+  // TPE's later trials still wait for the ones they see.
+  spec.set_algorithm(SweepSpec::TPE);
+  spec.mutable_tpe()->set_startup_trials(2);
+  auto tpe = SearchAlgorithm::create(spec);
+  EXPECT_EQ(tpe->needs_finished(0, 2), 0);
+  EXPECT_EQ(tpe->needs_finished(4, 2), 2);
+}
+
 // A sequential loop of the driver: trial k sees exactly the trials below
 // needs_finished(k, concurrency), scored by `objective`.
 template <typename F>

@@ -214,6 +214,46 @@ TEST(LauncherSweepSpec, EachInvalidCombinationIsOneLineNamingTheField) {
        [](SweepSpec* s, TrainSpec*) { s->mutable_objective()->set_metric("acc"); },
        "objective.metric must be one of the eval record fields (test_accuracy, test_loss, "
        "val_accuracy, val_loss), got \"acc\""},
+      {"start point under GRID",
+       [](SweepSpec* s, TrainSpec*) {
+         s->set_algorithm(SweepSpec::GRID);
+         s->add_start_point()->add_set("solver.base_lr=0.05");
+       },
+       "start_point: GRID runs its own points"},
+      {"more start points than trials",
+       [](SweepSpec* s, TrainSpec*) {
+         s->set_trials(1);
+         for (int i = 0; i < 2; ++i) {
+           TrialPoint* p = s->add_start_point();
+           for (const char* a : {"solver.base_lr=0.05", "solver.momentum=0.9", "data.batch_size=64",
+                                 "net.layer[fc1].inner_product.num_output=120"})
+             p->add_set(a);
+         }
+       },
+       "start_point: 2 points but only 1 trials"},
+      {"start point missing a param",
+       [](SweepSpec* s, TrainSpec*) { s->add_start_point()->add_set("solver.base_lr=0.05"); },
+       "start_point[0]: sets no value for solver.momentum"},
+      {"start point outside the space",
+       [](SweepSpec* s, TrainSpec*) { s->add_start_point()->add_set("solver.base_lr=0.5"); },
+       "start_point[0]: solver.base_lr=0.5 is not a number in [0.005, 0.2]"},
+      {"start point off the integer steps",
+       [](SweepSpec* s, TrainSpec*) {
+         s->add_start_point()->add_set("net.layer[fc1].inner_product.num_output=100");
+       },
+       "start_point[0]: net.layer[fc1].inner_product.num_output=100 is not min + a multiple"},
+      {"start point choice not among the values",
+       [](SweepSpec* s, TrainSpec*) { s->add_start_point()->add_set("data.batch_size=48"); },
+       "start_point[0]: data.batch_size=48 is not among the param's values"},
+      {"start point setting a param twice",
+       [](SweepSpec* s, TrainSpec*) {
+         s->add_start_point()->add_set("data.batch_size=32");
+         s->mutable_start_point(0)->add_set("data.batch_size=64");
+       },
+       "start_point[0]: data.batch_size is set twice"},
+      {"start point setting no param",
+       [](SweepSpec* s, TrainSpec*) { s->add_start_point()->add_set("solver.epochs=3"); },
+       "start_point[0]: \"solver.epochs=3\" sets no param of the search space"},
       {"val metric without a validation split",
        [](SweepSpec*, TrainSpec* b) { b->mutable_data()->set_validation_size(0); },
        "objective.metric val_accuracy needs a validation split: set data.validation_size > 0"},
