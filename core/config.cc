@@ -723,6 +723,15 @@ void load_text(const std::string& path, pb::Message* out) {
   parse_text(text.str(), path, out);
 }
 
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
 std::string default_run_dir(const std::string& name, const std::string& config_path) {
   char stamp[32];
   const std::time_t now = std::time(nullptr);

@@ -30,6 +30,10 @@ void load_text(const std::string& path, google::protobuf::Message* out);
 // stem. Both binaries name their folders so.
 std::string default_run_dir(const std::string& name, const std::string& config_path);
 
+// Now in UTC, ISO 8601 ("2026-12-01T10:00:00Z"): how the files that record
+// a moment write it.
+std::string utc_now();
+
 // Applies one override "PATH=VALUE". PATH is dot-separated field names;
 // an element of a repeated message field is addressed by index or by the
 // value of its `name` field (an all-digit selector is an index):

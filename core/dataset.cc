@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -244,7 +245,7 @@ DatasetSplits make_synthetic(const SyntheticData& s, uint64_t seed) {
     }
     return d;
   };
-  return DatasetSplits{generate(s.train_size(), 1), generate(s.test_size(), 2), {}};
+  return DatasetSplits{generate(s.train_size(), 1), generate(s.test_size(), 2), {}, {}};
 }
 
 DatasetSplits load_idx(const std::string& dir) {
@@ -284,7 +285,20 @@ DatasetSplits load_cifar10(const std::string& path) {
   std::vector<std::string> train;
   for (int i = 1; i <= 5; ++i) train.push_back(need("data_batch_" + std::to_string(i) + ".bin"));
   std::string test = need("test_batch.bin");
-  return DatasetSplits{read_cifar10(train), read_cifar10({test}), {}};
+  DatasetSplits splits{read_cifar10(train), read_cifar10({test}), {}, {}};
+  // The names as the official archive lists them, one per line.
+  if (std::FILE* meta = std::fopen(join(dir, "batches.meta.txt").c_str(), "r")) {
+    char line[256];
+    while (std::fgets(line, sizeof line, meta) != nullptr) {
+      std::string name = line;
+      while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back())))
+        name.pop_back();
+      if (!name.empty()) splits.class_names.push_back(name);
+    }
+    std::fclose(meta);
+    if (splits.class_names.size() != static_cast<size_t>(kCifarClasses)) splits.class_names.clear();
+  }
+  return splits;
 }
 
 }  // namespace
@@ -373,6 +387,14 @@ DatasetSplits load_dataset(const DataSpec& spec, uint64_t seed) {
       break;
     default:
       throw UserError("data.format: unknown format " + std::to_string(spec.format()));
+  }
+  if (spec.class_names_size() > 0) {
+    if (spec.class_names_size() != splits.train.classes) {
+      throw UserError("data.class_names has " + std::to_string(spec.class_names_size()) +
+                      " names but the dataset has " + std::to_string(splits.train.classes) +
+                      " classes");
+    }
+    splits.class_names.assign(spec.class_names().begin(), spec.class_names().end());
   }
   apply_limit(splits.train, spec.train_limit());
   apply_limit(splits.test, spec.test_limit());

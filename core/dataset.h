@@ -25,6 +25,8 @@ struct Dataset {
 struct DatasetSplits {
   Dataset train, test;
   Dataset validation;  // empty unless data.validation_size > 0
+  // data.class_names, or CIFAR10's batches.meta.txt; empty if neither.
+  std::vector<std::string> class_names;
 };
 
 // Reads the splits named by spec:
@@ -41,7 +43,8 @@ struct DatasetSplits {
 // (0 = all), and moves spec.validation_size() training samples, chosen by
 // a permutation drawn from `seed` alone (so every rank count holds out the
 // same ones), into `validation`; both keep their original order. classes
-// is 10 for IDX and CIFAR10.
+// is 10 for IDX and CIFAR10. data.class_names must name every class
+// (UserError otherwise); a batches.meta.txt that does not is ignored.
 DatasetSplits load_dataset(const DataSpec& spec, uint64_t seed);
 
 // Lower-level readers, for tests and tools. Files are read through zlib's

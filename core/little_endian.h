@@ -1,6 +1,7 @@
 // Fixed-width little-endian integers in byte strings: the length and
 // checksum fields of the formats dptrain frames itself (checkpoint
-// headers, control-channel frames), the same on every host.
+// headers, control-channel frames, TensorBoard records), the same on
+// every host.
 #pragma once
 
 #include <cstddef>

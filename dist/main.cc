@@ -30,6 +30,7 @@
 #include "dist/metrics_log.h"
 #include "dist/progress_display.h"
 #include "dist/stop_signals.h"
+#include "dist/tensorboard_writer.h"
 #include "dist/trainer.h"
 
 namespace dptrain {
@@ -203,6 +204,8 @@ int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
       leader ? std::make_unique<MetricsLog>(dir + "/metrics.jsonl") : nullptr;
   std::unique_ptr<ProgressDisplay> progress =
       leader ? std::make_unique<ProgressDisplay>() : nullptr;
+  std::unique_ptr<TensorBoardWriter> tensorboard =
+      leader ? std::make_unique<TensorBoardWriter>(dir, to_text(spec)) : nullptr;
   if (!a.rung_epochs.empty() && leader && !control) {
     throw UserError("--rung-epochs needs dptrain-launch (no control channel in the environment)");
   }
@@ -210,8 +213,9 @@ int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
   if (control) durable.push_back(control.get());
   Checkpointer checkpointer(spec.checkpoint(), dir, leader, durable,
                             [&faults](int64_t step) { faults.before_rename(step); });
-  for (RunHook* hook : std::initializer_list<RunHook*>{&faults, &signals, &checkpointer, log.get(),
-                                                       progress.get(), control.get()}) {
+  for (RunHook* hook :
+       std::initializer_list<RunHook*>{&faults, &signals, &checkpointer, log.get(),
+                                       tensorboard.get(), progress.get(), control.get()}) {
     if (hook) trainer.add_hook(hook);
   }
   return trainer.run(&checkpointer, a.stop_at_step, a.rung_epochs).stopped ? kStopped : 0;
@@ -283,7 +287,8 @@ int main(int argc, char** argv) {
       trainer.load_weights(args.weights);
       double loss = 0;
       const ConfusionMatrix cm = trainer.evaluate(&loss);
-      if (comm.rank() == 0) std::printf("test_loss %.4f\n%s", loss, cm.report().c_str());
+      if (comm.rank() == 0)
+        std::printf("test_loss %.4f\n%s", loss, cm.report(trainer.class_names()).c_str());
     }
   } catch (const UserError& e) {
     fail(e.what(), 2);

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/dptrain.pb.h"
 
@@ -24,9 +25,10 @@ struct RunInfo {
   int64_t samples = 0, global_batch = 0;
   int epochs = 0;
   int64_t steps_total = 0, steps_per_epoch = 0;
-  int64_t start_step = 0;       // non-zero after a resume
-  int64_t metrics_records = 0;  // records already in metrics.jsonl to keep
-  double start_wall_time = 0;   // the run's wall time at start_step
+  int64_t start_step = 0;                // non-zero after a resume
+  int64_t metrics_records = 0;           // records already in metrics.jsonl to keep
+  double start_wall_time = 0;            // the run's wall time at start_step
+  std::vector<std::string> class_names;  // empty: classes go by number
 };
 
 struct StepReport {

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -17,6 +18,7 @@
 #include "core/checkpoint.h"
 #include "core/config.h"
 #include "core/dataset.h"
+#include "core/engine.h"
 #include "core/error.h"
 #include "core/file_io.h"
 #include "core/lr_schedule.h"
@@ -84,6 +86,7 @@ TrainSpec result_fields(const TrainSpec& spec) {
   r.mutable_data()->clear_path();
   r.mutable_data()->clear_prefetch_batches();
   r.mutable_data()->clear_test_limit();
+  r.mutable_data()->clear_class_names();
   return r;
 }
 
@@ -210,6 +213,30 @@ Trainer::~Trainer() = default;
 
 Net& Trainer::net() { return *s_->net; }
 
+const std::vector<std::string>& Trainer::class_names() const { return s_->data.class_names; }
+
+RunEnvironment Trainer::environment() const {
+  const State& s = *s_;
+  RunEnvironment e;
+  e.set_world_size(s.comm.size());
+  e.set_threads_per_rank(omp_get_max_threads());
+  e.set_cpu_model(cpu_model_name());
+  e.set_isa(effective_isa_name());
+  e.set_onednn_version(onednn_version());
+  char library[MPI_MAX_LIBRARY_VERSION_STRING];
+  int length = 0;
+  if (MPI_Get_library_version(library, &length) == MPI_SUCCESS) {
+    // "Open MPI v4.1.4, package: ..., ident: ...": the name and version.
+    const std::string text(library, static_cast<size_t>(length));
+    e.set_mpi_version(text.substr(0, text.find(',')));
+  }
+  char host[256] = "";
+  if (gethostname(host, sizeof host - 1) == 0) e.set_host(host);
+  for (const std::string& name : s.data.class_names) e.add_class_names(name);
+  e.set_started(utc_now());
+  return e;
+}
+
 void Trainer::add_hook(RunHook* hook) { s_->hooks.push_back(hook); }
 
 void Trainer::load_weights(const std::string& path) {
@@ -311,7 +338,10 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
   const int64_t steps_per_epoch = s.sampler->steps_per_epoch();
   const int eval_every = rt.eval_every_epochs();
 
-  if (s.leader) write_file_atomically(s.run_dir + "/config.textproto", to_text(s.spec));
+  if (s.leader) {
+    write_file_atomically(s.run_dir + "/config.textproto", to_text(s.spec));
+    write_file_atomically(s.run_dir + "/environment.textproto", to_text(environment()));
+  }
   s.start = Clock::now() - std::chrono::duration_cast<Clock::duration>(
                                std::chrono::duration<double>(s.wall_offset));
   auto wall = [&] { return seconds_since(s.start); };
@@ -330,6 +360,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
   info.start_step = s.step;
   info.metrics_records = s.records;
   info.start_wall_time = s.wall_offset;
+  info.class_names = s.data.class_names;
   for (RunHook* hook : s.hooks) hook->on_start(info);
 
   auto emit = [&](const MetricsRecord& record) {
@@ -355,6 +386,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
     r.set_step(static_cast<int32_t>(step));
     r.set_test_loss(test_loss);
     r.set_test_accuracy(last_accuracy);
+    for (int64_t n : cm.counts()) r.add_test_confusion(static_cast<int32_t>(n));
     if (s.validation_loader) {
       double val_loss = 0;
       const ConfusionMatrix val =

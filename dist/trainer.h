@@ -63,6 +63,10 @@ class Trainer {
   // Evaluates the current weights on the whole test set (all ranks).
   ConfusionMatrix evaluate(double* mean_loss = nullptr);
   Net& net();
+  // data.class_names, or the dataset's own (CIFAR10); empty if neither.
+  const std::vector<std::string>& class_names() const;
+  // Where this run runs (environment.textproto in the run folder).
+  RunEnvironment environment() const;
 
  private:
   ConfusionMatrix evaluate_on(BatchLoader& loader, int64_t samples, double* mean_loss);

@@ -2,9 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
-#include <chrono>
 #include <cmath>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -27,15 +25,6 @@ namespace fs = std::filesystem;
 constexpr const char* kPage =
 #include "report_page.inc"
     ;
-
-std::string utc_now() {
-  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 // Unset scalar fields take their default values explicitly, so the page's
 // JSON carries every setting of the spec (the printer leaves out unset
@@ -93,6 +82,8 @@ void collect_run(const std::string& dir, ReportRun* run) {
   for (MetricsRecord& r : read_metrics(dir + "/metrics.jsonl")) *run->add_record() = std::move(r);
   LauncherSummary summary;
   if (load_summary(dir, &summary)) *run->mutable_launcher() = summary;
+  const std::string environment = dir + "/environment.textproto";
+  if (fs::exists(environment)) load_text(environment, run->mutable_environment());
 }
 
 void collect_sweep(const std::string& dir, ReportSweep* out) {

@@ -55,7 +55,9 @@ inline RenderedPage render_in_chromium(const std::string& html_path, const TempD
       // Data, not axes: coloured pixels inside the chart area (grid lines,
       // ticks and labels are grey, legend and title lie outside it).
       const chart = Chart.getChart(c);
-      const points = chart ? chart.data.datasets.reduce((n, set) => n + set.data.length, 0) : 0;
+      // A canvas the page draws itself says how many values it shows.
+      const points = chart ? chart.data.datasets.reduce((n, set) => n + set.data.length, 0)
+                           : Number(c.dataset.points || 0);
       const a = chart ? chart.chartArea : { left: 0, top: 0, right: c.width, bottom: c.height };
       const r = window.devicePixelRatio || 1;
       const x0 = Math.floor(a.left * r), y0 = Math.floor(a.top * r);

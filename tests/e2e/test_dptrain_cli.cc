@@ -46,8 +46,8 @@ TEST_F(DptrainRealData, LenetLearnsFashionMnistSubsetAndWritesRunFolder) {
     if (line.find("\"kind\":\"eval\"") != std::string::npos) last_eval = line;
     if (line.find("\"kind\":\"train\"") != std::string::npos) {
       saw_train = true;
-      for (const char* key : {"\"epoch\"", "\"step\"", "\"train_loss\"", "\"images_per_sec\"",
-                              "\"wall_time\""}) {
+      for (const char* key :
+           {"\"epoch\"", "\"step\"", "\"train_loss\"", "\"images_per_sec\"", "\"wall_time\""}) {
         EXPECT_THAT(line, HasSubstr(key));
       }
     }
@@ -67,6 +67,7 @@ TEST_F(DptrainRealData, LenetLearnsFashionMnistSubsetAndWritesRunFolder) {
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   EXPECT_THAT(eval.output, HasSubstr("confusion matrix"));
   EXPECT_THAT(eval.output, HasSubstr("precision"));
+  EXPECT_THAT(eval.output, HasSubstr("Ankle boot"));  // data.class_names
   EXPECT_THAT(eval.output, HasSubstr("accuracy"));
 }
 
@@ -118,7 +119,9 @@ TEST_P(DptrainUserError, ExitsWithOneClearLine) {
   TempDir dir;
   const ErrorCase& c = GetParam();
   const std::string config = c.config.empty() ? "" : write_config(dir, c.config);
-  const auto r = run_command(kBin + " " + (c.config.empty() ? "" : "train " + config + " --run-dir " + (dir / "run") + " ") + c.flags);
+  const auto r = run_command(
+      kBin + " " +
+      (c.config.empty() ? "" : "train " + config + " --run-dir " + (dir / "run") + " ") + c.flags);
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_THAT(r.output, HasSubstr(c.message));
   EXPECT_THAT(r.output, Not(HasSubstr("terminate called")));
@@ -142,8 +145,8 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"ImpossibleLr", kSmallNet, "--set solver.base_lr=-1", "solver.base_lr"},
         ErrorCase{"UnknownSetPath", kSmallNet, "--set solver.bse_lr=0.1", "bse_lr"},
         ErrorCase{"BadSetValue", kSmallNet, "--set data.batch_size=abc", "data.batch_size"},
-        ErrorCase{"MissingData", with("format: SYNTHETIC", "format: IDX path: \"/nonexistent\""), "",
-                  "/nonexistent"},
+        ErrorCase{"MissingData", with("format: SYNTHETIC", "format: IDX path: \"/nonexistent\""),
+                  "", "/nonexistent"},
         ErrorCase{"BadFlag", kSmallNet, "--frobnicate", "unknown flag --frobnicate"},
         ErrorCase{"UnknownCommand", "", "fly", "unknown command 'fly'"},
         ErrorCase{"MissingConfig", "", "train /nonexistent.textproto", "/nonexistent.textproto"}),

@@ -59,7 +59,11 @@ TEST_F(Report, RunFolderPageDrawsEveryPlotWithoutNetwork) {
   EXPECT_THAT(external_references(html), ::testing::IsEmpty());
   EXPECT_THAT(html, HasSubstr("lenet5_fmnist"));
   const RenderedPage page = render_in_chromium(run + "/report.html", dir_);
-  expect_drawn(page, {"loss", "accuracy", "learning-rate", "throughput"});
+  expect_drawn(
+      page, {"loss", "accuracy", "learning-rate", "throughput", "confusion-matrix", "per-class"});
+  // Class names from the config, the environment from the worker.
+  EXPECT_THAT(html, HasSubstr("Ankle boot"));
+  EXPECT_THAT(html, HasSubstr("\"onednn_version\""));
 }
 
 TEST_F(Report, SweepFolderPageDrawsCurvesHyperparametersAndRungs) {

@@ -357,6 +357,32 @@ TEST_F(DatasetTest, LoadsCifar10FromTheArchiveFolder) {
   EXPECT_EQ(s.test.size(), 1);
 }
 
+TEST_F(DatasetTest, ClassNamesComeFromTheConfigOrCifarsMetaFile) {
+  for (int i = 1; i <= 5; ++i)
+    write("data_batch_" + std::to_string(i) + ".bin", cifar_records({1}));
+  write("test_batch.bin", cifar_records({0}));
+  DataSpec spec;
+  spec.set_format(DataSpec::CIFAR10);
+  spec.set_path(dir_.string());
+  EXPECT_TRUE(load_dataset(spec, 1).class_names.empty());
+  const std::vector<std::string> names = {"airplane", "automobile", "bird",  "cat",  "deer",
+                                          "dog",      "frog",       "horse", "ship", "truck"};
+  std::string meta;
+  for (const auto& n : names) meta += n + "\n";
+  write("batches.meta.txt", std::vector<uint8_t>(meta.begin(), meta.end()));
+  EXPECT_EQ(load_dataset(spec, 1).class_names, names);
+  // The config's names win; they must name every class.
+  for (int c = 0; c < 10; ++c) spec.add_class_names("c" + std::to_string(c));
+  EXPECT_EQ(load_dataset(spec, 1).class_names.front(), "c0");
+  spec.mutable_class_names()->RemoveLast();
+  expect_user_error([&] { load_dataset(spec, 1); },
+                    {"data.class_names has 9 names but the dataset has 10 classes"});
+  // A meta file that does not name every class is ignored.
+  spec.clear_class_names();
+  write("batches.meta.txt", std::vector<uint8_t>{'c', 'a', 't', '\n'});
+  EXPECT_TRUE(load_dataset(spec, 1).class_names.empty());
+}
+
 TEST_F(DatasetTest, DamagedCifar10) {
   Bytes records = cifar_records({1, 2});
   records.pop_back();
