@@ -97,6 +97,17 @@ void lock_run_folder(const std::string& dir) {
 }
 
 // Flags as given, so that `run --resume DIR` can refuse the others.
+// The report of a run or sweep that ended. Its results are written by
+// then; a report that cannot be made (no Chart.js) does not change the
+// outcome.
+void report_at_the_end(const std::string& dir) {
+  try {
+    std::printf("report: %s\n", write_report(dir).c_str());
+  } catch (const UserError& e) {
+    std::fprintf(stderr, "dptrain-launch: report not written: %s\n", e.what());
+  }
+}
+
 struct RunFlags {
   std::string config, resume, run_dir, hostfile, listen;
   int np = 0;
@@ -161,7 +172,9 @@ int run_subcommand(CLI::App& run, const RunFlags& f) {
   options.launch = spec;
   options.live = ::isatty(STDOUT_FILENO) != 0;
   Supervisor supervisor(std::move(options));
-  return supervisor.run();
+  const int code = supervisor.run();
+  if (std::filesystem::exists(dir + "/metrics.jsonl")) report_at_the_end(dir);
+  return code;
 }
 
 struct SweepFlags {
@@ -211,15 +224,7 @@ int sweep_subcommand(CLI::App& sweep, const SweepFlags& f) {
   options.mpirun = find_mpirun();
   options.live = ::isatty(STDOUT_FILENO) != 0;
   const int code = run_sweep(options);
-  if (code == 0) {
-    // The sweep's results are written by now; a report that cannot be
-    // made (no Chart.js) does not make the sweep fail.
-    try {
-      std::printf("report: %s\n", write_report(dir).c_str());
-    } catch (const UserError& e) {
-      std::fprintf(stderr, "dptrain-launch: report not written: %s\n", e.what());
-    }
-  }
+  if (code == 0) report_at_the_end(dir);
   return code;
 }
 

@@ -339,7 +339,12 @@ TEST_F(LauncherE2e, TrainsToTheEnd) {
   const std::string run_dir = dir_ / "plain";
   auto p = train(run_dir, {});
   ASSERT_EQ(p->wait(), 0) << p->err() << slurp(run_dir + "/worker.log");
-  EXPECT_THAT(lines(p->out()).back(), HasSubstr("dptrain-launch: done"));
+  // It ends with the run's report.
+  const auto out = lines(p->out());
+  ASSERT_GE(out.size(), 2u);
+  EXPECT_THAT(out[out.size() - 2], HasSubstr("dptrain-launch: done"));
+  EXPECT_EQ(out.back(), "report: " + run_dir + "/report.html");
+  EXPECT_THAT(slurp(run_dir + "/report.html"), HasSubstr("\"launcher\""));
   const LauncherSummary s = summary(run_dir);
   EXPECT_EQ(s.state(), "done");
   EXPECT_EQ(s.starts(), 1);
