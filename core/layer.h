@@ -19,6 +19,8 @@
 
 namespace dptrain {
 
+class Timeline;
+
 // Sums a small array over all replicas of the net (synchronized BatchNorm).
 // core knows nothing of MPI; dist provides the implementation.
 class ReplicaReducer {
@@ -34,9 +36,10 @@ struct NetState {
   int64_t step = 0;           // the optimizer step: keys dropout masks
   int64_t sample_offset = 0;  // position of the batch's first sample in the
                               // global batch: keys dropout masks
-  int64_t valid = 0;       // real samples in the batch; the rest is padding
-  float loss_scale = 1.f;  // multiplies the loss gradient (accumulation)
+  int64_t valid = 0;          // real samples in the batch; the rest is padding
+  float loss_scale = 1.f;     // multiplies the loss gradient (accumulation)
   ReplicaReducer* replica_reducer = nullptr;
+  Timeline* timeline = nullptr;  // per-layer spans when recording
 };
 
 // An elementwise activation as oneDNN runs it: forward algorithm, and the
@@ -67,8 +70,8 @@ class SetupContext {
   void share_top(Blob* top, const Blob& bottom);
   // Declares a trainable parameter (or, with trainable=false, a buffer).
   Param* add_param(const std::string& suffix, const dnnl::memory::desc& plain_desc,
-                   const dnnl::memory::desc& desc, dnnl::memory::dims export_dims,
-                   ParamInit init, bool trainable = true);
+                   const dnnl::memory::desc& desc, dnnl::memory::dims export_dims, ParamInit init,
+                   bool trainable = true);
   // The shared scratchpad, viewed with this primitive's scratchpad layout.
   dnnl::memory scratchpad(const dnnl::primitive_desc_base& pd);
   // A memory with layout `md` over `base`'s storage (a sub-tensor view).

@@ -8,6 +8,7 @@
 #include "core/engine.h"
 #include "core/error.h"
 #include "core/primitive.h"
+#include "core/timeline.h"
 
 namespace dptrain {
 namespace {
@@ -28,8 +29,10 @@ std::vector<Node> resolve(const NetSpec& spec) {
   for (const LayerSpec& layer : spec.layer()) {
     Node node{layer, std::nullopt};
     LayerSpec& s = node.spec;
-    if (s.name().empty()) throw UserError("net: layer " + std::to_string(nodes.size()) + " has no name");
-    if (!names.insert(s.name()).second) throw UserError("net: two layers are named '" + s.name() + "'");
+    if (s.name().empty())
+      throw UserError("net: layer " + std::to_string(nodes.size()) + " has no name");
+    if (!names.insert(s.name()).second)
+      throw UserError("net: two layers are named '" + s.name() + "'");
     if (s.bottom_size() == 0) s.add_bottom(previous);
     if (s.type() == "SoftmaxCrossEntropy" && s.bottom_size() == 1) s.add_bottom("label");
     if (!s.has_top()) s.set_top(s.name());
@@ -40,7 +43,8 @@ std::vector<Node> resolve(const NetSpec& spec) {
       }
     }
     if (!blobs.insert(s.top()).second) {
-      throw UserError("layer '" + s.name() + "': top '" + s.top() + "' is already written by another layer");
+      throw UserError("layer '" + s.name() + "': top '" + s.top() +
+                      "' is already written by another layer");
     }
     previous = s.top();
     nodes.push_back(std::move(node));
@@ -273,7 +277,8 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
     auto& p = ctx.pending();
     pending.arena.insert(pending.arena.end(), p.arena.begin(), p.arena.end());
     pending.views.insert(pending.views.end(), p.views.begin(), p.views.end());
-    pending.scratchpads.insert(pending.scratchpads.end(), p.scratchpads.begin(), p.scratchpads.end());
+    pending.scratchpads.insert(pending.scratchpads.end(), p.scratchpads.begin(),
+                               p.scratchpads.end());
     pending.scratchpad_bytes = std::max(pending.scratchpad_bytes, p.scratchpad_bytes);
 
     runs_backward_.push_back(params || any_bottom_grad);
@@ -303,7 +308,15 @@ void Net::set_input(const float* images, const int32_t* labels, int64_t valid) {
 }
 
 void Net::forward(bool training) {
-  for (auto& layer : layers_) layer->forward(training);
+  Timeline* t = state_.timeline && state_.timeline->recording() ? state_.timeline : nullptr;
+  for (auto& layer : layers_) {
+    const int64_t start = t ? Timeline::now_us() : 0;
+    layer->forward(training);
+    if (t) {
+      cpu_stream().wait();
+      t->step_span("forward", layer->name().c_str(), start, Timeline::now_us());
+    }
+  }
   cpu_stream().wait();
 }
 
@@ -312,7 +325,13 @@ void Net::backward(const GradsFinal* on_grads_final) {
   for (size_t i = layers_.size(); i-- > 0;) {
     if (!runs_backward_[i]) continue;
     Layer& layer = *layers_[i];
+    Timeline* t = state_.timeline && state_.timeline->recording() ? state_.timeline : nullptr;
+    const int64_t start = t ? Timeline::now_us() : 0;
     layer.backward();
+    if (t) {
+      cpu_stream().wait();
+      t->step_span("backward", layer.name().c_str(), start, Timeline::now_us());
+    }
     if (!layer.params().empty()) final_from = layer.params().front()->offset;
     // Called after every layer, also those without parameters: each call is
     // a chance for the reducer to move communication along.

@@ -41,6 +41,7 @@ void GradientReducer::start(Bucket& b) {
     for (size_t i = b.begin; i < b.end; ++i) grads_[i] += bank[i];
   }
   if (comm_.size() == 1) return;
+  if (timeline_) b.started_us = Timeline::now_us();
   check_mpi(MPI_Iallreduce(MPI_IN_PLACE, grads_ + b.begin, static_cast<int>(b.end - b.begin),
                            MPI_FLOAT, MPI_SUM, comm_.comm(), &b.request),
             "MPI_Iallreduce");
@@ -51,6 +52,14 @@ void GradientReducer::progress() {
     if (buckets_[i].request == MPI_REQUEST_NULL) continue;
     int done = 0;
     check_mpi(MPI_Test(&buckets_[i].request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done) completed(i);
+  }
+}
+
+void GradientReducer::completed(size_t index) {
+  if (timeline_) {
+    timeline_->step_span("allreduce", "bucket", buckets_[index].started_us, Timeline::now_us(),
+                         Timeline::kCommunication, static_cast<int32_t>(index));
   }
 }
 
@@ -63,10 +72,19 @@ void GradientReducer::grads_final(size_t offset) {
 void GradientReducer::finish() {
   while (next_ < buckets_.size()) start(buckets_[next_++]);
   const auto t0 = std::chrono::steady_clock::now();
-  for (Bucket& b : buckets_) {
-    if (b.request != MPI_REQUEST_NULL) comm_.wait(b.request, "the gradient allreduce");
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    if (buckets_[i].request == MPI_REQUEST_NULL) continue;
+    comm_.wait(buckets_[i].request, "the gradient allreduce");
+    completed(i);
   }
-  wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto t1 = std::chrono::steady_clock::now();
+  wait_s_ += std::chrono::duration<double>(t1 - t0).count();
+  if (timeline_ && comm_.size() > 1) {
+    const auto us = [](auto t) {
+      return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+    };
+    timeline_->step_span("allreduce", "wait", us(t0), us(t1));
+  }
   next_ = 0;
   banked_ = false;
   if (comm_.size() == 1) return;

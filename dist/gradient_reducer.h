@@ -19,6 +19,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/timeline.h"
+
 #include "core/param_store.h"
 #include "dist/communicator.h"
 
@@ -41,12 +43,18 @@ class GradientReducer {
   size_t buckets() const { return buckets_.size(); }
   // Seconds finish() spent waiting on communication, since the last call.
   double take_wait_seconds();
+  // Each bucket's allreduce, from its start to the moment its completion
+  // is seen, on the timeline's communication track; finish()'s wait on
+  // the compute track.
+  void set_timeline(Timeline* timeline) { timeline_ = timeline; }
 
  private:
   struct Bucket {
     size_t begin, end;
     MPI_Request request = MPI_REQUEST_NULL;
+    int64_t started_us = 0;
   };
+  void completed(size_t index);
   void start(Bucket& b);
   void progress();
 
@@ -59,6 +67,7 @@ class GradientReducer {
   AlignedFloats bank_;
   bool banked_ = false;
   double wait_s_ = 0;
+  Timeline* timeline_ = nullptr;
 };
 
 }  // namespace dptrain

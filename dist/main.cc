@@ -31,6 +31,7 @@
 #include "dist/progress_display.h"
 #include "dist/stop_signals.h"
 #include "dist/tensorboard_writer.h"
+#include "dist/timeline_writer.h"
 #include "dist/trainer.h"
 
 namespace dptrain {
@@ -44,6 +45,8 @@ struct Args {
   std::string command, config, run_dir, weights, init_weights;
   std::vector<std::string> sets, reinit, files;
   std::vector<int> rung_epochs;
+  std::string timeline, timeline_steps = "0:99";
+  int64_t timeline_every = 1;
   bool resume = false;
   int64_t stop_at_step = -1;
   double tolerance = -1;
@@ -85,6 +88,24 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
                    "the launcher's decision (a sweep's early stopping)")
       ->delimiter(',')
       ->check(CLI::PositiveNumber);
+  train->add_option("--timeline", a.timeline,
+                    "write a Chrome trace of where each step's time goes, one track per rank "
+                    "(open in Perfetto or chrome://tracing)");
+  train
+      ->add_option("--timeline-steps", a.timeline_steps,
+                   "with --timeline: the steps recorded, FIRST:LAST (default 0:99)")
+      ->check([](const std::string& v) {
+        const size_t colon = v.find(':');
+        const bool ok = colon != std::string::npos && colon > 0 && colon + 1 < v.size() &&
+                        v.find_first_not_of("0123456789:") == std::string::npos &&
+                        v.find(':', colon + 1) == std::string::npos &&
+                        std::stoll(v.substr(0, colon)) <= std::stoll(v.substr(colon + 1));
+        return ok ? std::string() : "needs FIRST:LAST with FIRST <= LAST, got '" + v + "'";
+      });
+  train
+      ->add_option("--timeline-every", a.timeline_every,
+                   "with --timeline: record every Nth step of the window (default 1)")
+      ->check(CLI::PositiveNumber);
   CLI::App* eval = app.add_subcommand("eval", "evaluate weights on the test set");
   eval->add_option("CONFIG", a.config, "config the weights were trained with")->required();
   eval->add_option("--weights", a.weights, "final_weights or a checkpoint")->required();
@@ -114,6 +135,11 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
   a.command = app.get_subcommands().front()->get_name();
   if (!a.reinit.empty() && a.init_weights.empty()) {
     std::fprintf(stderr, "dptrain: --reinit needs --init-weights\n");
+    return 2;
+  }
+  if (a.timeline.empty() &&
+      (train->count("--timeline-steps") || train->count("--timeline-every"))) {
+    std::fprintf(stderr, "dptrain: --timeline-steps and --timeline-every need --timeline\n");
     return 2;
   }
   if (a.resume && a.run_dir.empty()) {
@@ -209,13 +235,20 @@ int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
   if (!a.rung_epochs.empty() && leader && !control) {
     throw UserError("--rung-epochs needs dptrain-launch (no control channel in the environment)");
   }
+  std::unique_ptr<TimelineWriter> timeline;
+  if (!a.timeline.empty()) {
+    const size_t colon = a.timeline_steps.find(':');
+    trainer.enable_timeline(std::stoll(a.timeline_steps.substr(0, colon)),
+                            std::stoll(a.timeline_steps.substr(colon + 1)), a.timeline_every);
+    timeline = std::make_unique<TimelineWriter>(comm, trainer.timeline(), a.timeline);
+  }
   std::vector<RunHook*> durable;
   if (control) durable.push_back(control.get());
   Checkpointer checkpointer(spec.checkpoint(), dir, leader, durable,
                             [&faults](int64_t step) { faults.before_rename(step); });
-  for (RunHook* hook :
-       std::initializer_list<RunHook*>{&faults, &signals, &checkpointer, log.get(),
-                                       tensorboard.get(), progress.get(), control.get()}) {
+  for (RunHook* hook : std::initializer_list<RunHook*>{&faults, &signals, &checkpointer, log.get(),
+                                                       tensorboard.get(), timeline.get(),
+                                                       progress.get(), control.get()}) {
     if (hook) trainer.add_hook(hook);
   }
   return trainer.run(&checkpointer, a.stop_at_step, a.rung_epochs).stopped ? kStopped : 0;

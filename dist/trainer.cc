@@ -136,6 +136,7 @@ struct Trainer::State {
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<LrScheduler> schedule;
   std::unique_ptr<GradientReducer> reducer;
+  Timeline timeline;
   std::vector<RunHook*> hooks;
   int64_t total_steps = 0;
   // Where the run stands: after resume(), the checkpoint's position.
@@ -214,6 +215,15 @@ Trainer::~Trainer() = default;
 Net& Trainer::net() { return *s_->net; }
 
 const std::vector<std::string>& Trainer::class_names() const { return s_->data.class_names; }
+
+void Trainer::enable_timeline(int64_t first, int64_t last, int64_t every) {
+  State& s = *s_;
+  s.timeline.enable(first, last, every);
+  s.net->state().timeline = &s.timeline;
+  s.reducer->set_timeline(&s.timeline);
+}
+
+const Timeline& Trainer::timeline() const { return s_->timeline; }
 
 RunEnvironment Trainer::environment() const {
   const State& s = *s_;
@@ -377,6 +387,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
                         (step / steps_per_epoch) % eval_every == 0;
 
   auto evaluation = [&](int64_t epoch) {
+    const int64_t start = Timeline::now_us();
     double test_loss = 0;
     ConfusionMatrix cm = evaluate(&test_loss);
     last_accuracy = cm.accuracy();
@@ -395,6 +406,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
       r.set_val_accuracy(val.accuracy());
     }
     r.set_wall_time(wall());
+    s.timeline.run_span("eval", "evaluation", start, Timeline::now_us());
     return r;
   };
   auto evaluate_and_log = [&](int64_t epoch) {
@@ -438,6 +450,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
     s.train_loader->start(epoch, std::move(indices), true);
     evaluated_last = false;
     for (int64_t i = first; i < steps_per_epoch && step < s.total_steps; ++i) {
+      s.timeline.set_step(step);
       for (RunHook* hook : s.hooks) hook->before_step(step);
       unsigned agreed = kNoRequest;
       for (RunHook* hook : s.hooks) agreed |= hook->requests();
@@ -447,7 +460,11 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
       int64_t correct = 0;
       double compute = 0;
       for (int micro = 0; micro < accumulate; ++micro) {
-        const Batch* batch = s.train_loader->next();
+        const Batch* batch = nullptr;
+        {
+          StepSpan wait(&s.timeline, "data", "wait for batch");
+          batch = s.train_loader->next();
+        }
         const Clock::time_point t0 = Clock::now();
         net.set_input(batch->images, batch->labels, batch->count);
         net.state().step = step;
@@ -462,9 +479,12 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
       }
       const Clock::time_point t0 = Clock::now();
       s.reducer->finish();
-      if (solver.clip_grad_norm() > 0)
-        clip_grad_norm(params.grads(), params.size(), solver.clip_grad_norm());
-      s.optimizer->step(params.values(), params.grads(), lr);
+      {
+        StepSpan update(&s.timeline, "optimizer", "step");
+        if (solver.clip_grad_norm() > 0)
+          clip_grad_norm(params.grads(), params.size(), solver.clip_grad_norm());
+        s.optimizer->step(params.values(), params.grads(), lr);
+      }
       window_compute += compute + seconds_since(t0);
       ++step;
       s.comm.wait(agreement, "the step's checkpoint agreement");
@@ -512,7 +532,9 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
       // Checkpoint last, so that a resume from it repeats nothing logged.
       bool stop = (agreed & kStopRequest) || step == stop_at_step;
       if (checkpointer && (stop || rung || checkpointer->due(step, epoch_end, epoch + 1, agreed))) {
+        const int64_t start = Timeline::now_us();
         checkpointer->save([this] { return snapshot(); });
+        s.timeline.run_span("checkpoint", "snapshot", start, Timeline::now_us());
       }
       if (rung && !stop) {
         // Paused until a hook (the launcher, over the control channel)

@@ -17,6 +17,7 @@
 #include "core/dptrain.pb.h"
 #include "core/metrics.h"
 #include "core/net.h"
+#include "core/timeline.h"
 #include "dist/communicator.h"
 #include "dist/run_hook.h"
 
@@ -67,6 +68,10 @@ class Trainer {
   const std::vector<std::string>& class_names() const;
   // Where this run runs (environment.textproto in the run folder).
   RunEnvironment environment() const;
+  // Records spans for the timeline (core/timeline.h): steps first..last,
+  // every Nth; call before run().
+  void enable_timeline(int64_t first, int64_t last, int64_t every);
+  const Timeline& timeline() const;
 
  private:
   ConfusionMatrix evaluate_on(BatchLoader& loader, int64_t samples, double* mean_loss);

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# What the timeline costs a run: the wall time of a fixed number of steps
+# on 2 ranks (1 thread each) without --timeline and with it recording
+# every step (the worst case; by default it records steps 0-99 only),
+# interleaved for several rounds; the overhead is the median over rounds
+# of (on - off) / off, for the run's own wall time (its last record) and
+# for the process's, which includes gathering and writing the trace.
+#
+#   benchmarks/timeline_overhead.sh [CONFIG] [STEPS] [ROUNDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+config=${1:-configs/convbn_fmnist.textproto}
+steps=${2:-1000}
+rounds=${3:-5}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+lscpu | grep -E "^Model name" || true
+
+measure() {  # label flags... -> "run_wall process_wall trace_bytes"
+  local label=$1
+  shift
+  local t0 t1
+  t0=$(date +%s.%N)
+  mpirun -np 2 --bind-to none -x OMP_NUM_THREADS=1 build/dist/dptrain train "$config" \
+    --run-dir "$out/$label" --set solver.max_steps="$steps" --set data.test_limit=2000 \
+    --set runtime.log_every_steps=100 --set checkpoint.every_epochs=0 "$@" >/dev/null
+  t1=$(date +%s.%N)
+  local wall bytes=0
+  wall=$(tail -1 "$out/$label/metrics.jsonl" | sed -E 's/.*"wall_time":([0-9.e+-]+).*/\1/')
+  [ -f "$out/trace.json" ] && bytes=$(stat -c %s "$out/trace.json")
+  rm -rf "${out:?}/$label" "$out/trace.json"
+  echo "$wall $(awk -v a="$t0" -v b="$t1" 'BEGIN{print b - a}') $bytes"
+}
+
+printf "%-6s %12s %12s %12s %12s %10s\n" round "off run s" "on run s" "off proc s" "on proc s" overhead
+for ((r = 1; r <= rounds; ++r)); do
+  read -r off_run off_proc _ < <(measure off)
+  read -r on_run on_proc bytes < <(measure on --timeline "$out/trace.json" --timeline-steps "0:$steps")
+  ratio=$(awk -v a="$off_run" -v b="$on_run" 'BEGIN{print (b - a) / a}')
+  printf "%-6s %12.3f %12.3f %12.3f %12.3f %9.2f%%\n" "$r" "$off_run" "$on_run" "$off_proc" "$on_proc" \
+    "$(awk -v x="$ratio" 'BEGIN{print 100 * x}')"
+  echo "$ratio $(awk -v a="$off_proc" -v b="$on_proc" 'BEGIN{print (b - a) / a}')" >>"$out/rounds"
+done
+median() { sort -g | awk '{v[NR]=$1} END{print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+printf "median overhead of the timeline (every one of %s steps, trace %s bytes): run wall time %.2f%%, process %.2f%%\n" \
+  "$steps" "$bytes" \
+  "$(awk '{print 100 * $1}' "$out/rounds" | median)" "$(awk '{print 100 * $2}' "$out/rounds" | median)"
