@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "core/log.h"
 
 namespace dptrain {
 
@@ -15,11 +16,11 @@ Checkpointer::Checkpointer(const CheckpointSpec& spec, std::string run_dir, bool
     if (!error.empty()) {
       // The run goes on: the previous checkpoints are untouched.
       last_error_ = error;
-      std::fprintf(stderr, "dptrain: checkpoint not written: %s (the previous ones are kept)\n",
-                   error.c_str());
+      log_warn("checkpoint not written: " + error + " (the previous ones are kept)");
       return;
     }
     last_error_.clear();
+    log_info("checkpoint written: " + path + " (step " + std::to_string(step) + ")");
     for (RunHook* hook : durable) hook->on_checkpoint(path, step);
   };
   writer_ = std::make_unique<CheckpointWriter>(std::move(run_dir), spec_.keep(), done,

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/frame.h"
+#include "core/log.h"
 
 namespace dptrain {
 namespace {
@@ -158,8 +159,7 @@ unsigned ControlClient::requests() {
   if (!announced_) {
     announced_ = true;
     std::lock_guard lock(reason_mutex_);
-    std::fprintf(stderr, "dptrain: %s; checkpointing and stopping at the next step\n",
-                 stop_reason_.c_str());
+    log_warn(stop_reason_ + "; checkpointing and stopping at the next step");
   }
   return kStopRequest;
 }

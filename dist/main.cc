@@ -23,9 +23,11 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/log.h"
 #include "dist/checkpointer.h"
 #include "dist/communicator.h"
 #include "dist/control_client.h"
+#include "dist/event_log.h"
 #include "dist/fault_injector.h"
 #include "dist/metrics_log.h"
 #include "dist/progress_display.h"
@@ -45,7 +47,8 @@ struct Args {
   std::string command, config, run_dir, weights, init_weights;
   std::vector<std::string> sets, reinit, files;
   std::vector<int> rung_epochs;
-  std::string timeline, timeline_steps = "0:99";
+  std::string timeline, timeline_steps = "0:99", log_level = "info";
+  bool log_all_ranks = false;
   int64_t timeline_every = 1;
   bool resume = false;
   int64_t stop_at_step = -1;
@@ -107,6 +110,13 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
                    "with --timeline: record every Nth step of the window (default 1)")
       ->check(CLI::PositiveNumber);
   CLI::App* eval = app.add_subcommand("eval", "evaluate weights on the test set");
+  for (CLI::App* sub : {train, eval}) {
+    sub->add_option("--log-level", a.log_level,
+                    "events logged on stderr, with time and rank: error, warn, info (default) or "
+                    "debug")
+        ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+    sub->add_flag("--log-all-ranks", a.log_all_ranks, "every rank logs, not only rank 0");
+  }
   eval->add_option("CONFIG", a.config, "config the weights were trained with")->required();
   eval->add_option("--weights", a.weights, "final_weights or a checkpoint")->required();
   eval->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
@@ -182,7 +192,7 @@ std::optional<std::pair<Checkpoint, std::string>> find_resume_point(const std::s
   std::string bytes, name;
   if (comm.rank() == 0) {
     auto found = find_newest_good_checkpoint(dir, [](const std::string& why) {
-      std::fprintf(stderr, "dptrain: skipping %s; trying the previous checkpoint\n", why.c_str());
+      log_warn("skipping " + why + "; trying the previous checkpoint");
     });
     if (found) {
       bytes = std::move(found->bytes);
@@ -235,6 +245,7 @@ int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
   if (!a.rung_epochs.empty() && leader && !control) {
     throw UserError("--rung-epochs needs dptrain-launch (no control channel in the environment)");
   }
+  EventLog events;
   std::unique_ptr<TimelineWriter> timeline;
   if (!a.timeline.empty()) {
     const size_t colon = a.timeline_steps.find(':');
@@ -246,8 +257,8 @@ int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
   if (control) durable.push_back(control.get());
   Checkpointer checkpointer(spec.checkpoint(), dir, leader, durable,
                             [&faults](int64_t step) { faults.before_rename(step); });
-  for (RunHook* hook : std::initializer_list<RunHook*>{&faults, &signals, &checkpointer, log.get(),
-                                                       tensorboard.get(), timeline.get(),
+  for (RunHook* hook : std::initializer_list<RunHook*>{&faults, &signals, &checkpointer, &events,
+                                                       log.get(), tensorboard.get(), timeline.get(),
                                                        progress.get(), control.get()}) {
     if (hook) trainer.add_hook(hook);
   }
@@ -306,6 +317,8 @@ int main(int argc, char** argv) {
 
   int code = 0;
   Communicator comm(&argc, &argv);
+  configure_log(comm.rank(), *parse_log_level(args.log_level),
+                args.log_all_ranks || comm.rank() == 0);
   auto fail = [&](const std::string& what, int status) {
     const std::string where = comm.size() > 1 ? "rank " + std::to_string(comm.rank()) + ": " : "";
     comm.abort("dptrain: " + where + what, status);

@@ -1,5 +1,7 @@
 #include "dist/stop_signals.h"
 
+#include "core/log.h"
+
 #include <csignal>
 #include <cstdio>
 
@@ -32,8 +34,8 @@ unsigned StopSignals::requests() {
   if (g_signal == 0) return kNoRequest;
   if (!announced_) {
     announced_ = true;
-    std::fprintf(stderr, "dptrain: got signal %d; checkpointing and stopping at the next step\n",
-                 static_cast<int>(g_signal));
+    log_warn("got signal " + std::to_string(static_cast<int>(g_signal)) +
+             "; checkpointing and stopping at the next step");
   }
   return kStopRequest;
 }

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/checkpoint.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/file_io.h"
@@ -82,6 +83,8 @@ void collect_run(const std::string& dir, ReportRun* run) {
   for (MetricsRecord& r : read_metrics(dir + "/metrics.jsonl")) *run->add_record() = std::move(r);
   LauncherSummary summary;
   if (load_summary(dir, &summary)) *run->mutable_launcher() = summary;
+  for (const std::string& path : list_checkpoints(dir))
+    run->add_checkpoint(fs::path(path).filename().string());
   const std::string environment = dir + "/environment.textproto";
   if (fs::exists(environment)) load_text(environment, run->mutable_environment());
 }

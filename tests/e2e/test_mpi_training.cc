@@ -2,6 +2,9 @@
 // rank at batch B does, runs repeat bitwise, the overlapped reducer equals
 // the fused one, and a failing rank ends the job with a message naming it.
 #include <filesystem>
+#include <regex>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -22,8 +25,9 @@ const std::string kConfigs = std::string(DPTRAIN_SOURCE_DIR) + "/configs/";
 // must not spin on the two cores CI has.
 std::string mpiexec(int ranks, const std::string& extra_mca = "") {
   return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
-         "timeout 300 mpiexec -np " + std::to_string(ranks) +
-         " --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 " + extra_mca + " ";
+         "timeout 300 mpiexec -np " +
+         std::to_string(ranks) + " --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 " +
+         extra_mca + " ";
 }
 
 // K = 10 steps of LeNet-5 at global batch 48 (divisible by 1..4 ranks).
@@ -34,7 +38,8 @@ std::string lenet(const std::string& run_dir, const std::string& extra = "") {
 }
 
 double max_rel_diff(const std::string& a, const std::string& b) {
-  const auto r = run_command(kBin + " diff-weights " + a + "/final_weights " + b + "/final_weights");
+  const auto r =
+      run_command(kBin + " diff-weights " + a + "/final_weights " + b + "/final_weights");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   const auto at = r.output.rfind("max_rel_diff ");
   return at == std::string::npos ? 1e9 : std::stod(r.output.substr(at + 13));
@@ -83,8 +88,8 @@ TEST_F(MpiTraining, SynchronizedBatchNormMatchesOneProcess) {
         mpiexec(ranks) + kBin + " train " + kConfigs + "convbn_fmnist.textproto --run-dir " + run +
         " --set data.train_limit=960 --set data.test_limit=500 --set data.batch_size=48"
         " --set solver.max_steps=3 --set solver.base_lr=0.005"
-        " --set net.layer[bn1].batch_norm.sync=" + sync +
-        " --set net.layer[bn2].batch_norm.sync=" + sync + " > " + run + ".log 2>&1");
+        " --set net.layer[bn1].batch_norm.sync=" +
+        sync + " --set net.layer[bn2].batch_norm.sync=" + sync + " > " + run + ".log 2>&1");
     ASSERT_EQ(r.exit_code, 0) << slurp(run + ".log");
   };
   convbn(1, "one", "true");
@@ -156,8 +161,8 @@ TEST_F(MpiTraining, BadDataOnOneRankEndsTheJobNamingIt) {
   // Rank 1 reads a truncated copy of the labels (MPMD launch).
   const std::string bad = dir_ / "bad";
   std::filesystem::create_directories(bad);
-  for (const char* f : {"train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                        "t10k-labels-idx1-ubyte.gz"}) {
+  for (const char* f :
+       {"train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
     std::filesystem::create_symlink(std::string("/usr/share/datasets/fashion-mnist/") + f,
                                     bad + "/" + f);
   }
@@ -173,6 +178,39 @@ TEST_F(MpiTraining, BadDataOnOneRankEndsTheJobNamingIt) {
   EXPECT_NE(r.exit_code, 124) << "the job hung until the timeout";
   EXPECT_THAT(r.output, HasSubstr("rank 1: "));
   EXPECT_THAT(r.output, HasSubstr("train-labels-idx1-ubyte.gz"));
+}
+
+// The event log: one line per event with time, rank and level; rank 0 only
+// unless every rank is asked for; --log-level keeps what is at least as
+// severe; a level that is none is a usage error.
+TEST_F(MpiTraining, EventLogLinesCarryTimeRankAndLevel) {
+  const std::regex line(
+      R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z rank ([0-9]+) (error|warn|info|debug): )");
+  auto ranks_and_levels = [&](const std::string& log) {
+    std::set<std::string> seen;
+    std::istringstream in(log);
+    for (std::string l; std::getline(in, l);) {
+      std::smatch m;
+      if (std::regex_search(l, m, line)) seen.insert(m[1].str() + " " + m[2].str());
+    }
+    return seen;
+  };
+  train(2, "default");
+  const std::string plain = slurp(dir_ / "default.log");
+  EXPECT_THAT(plain, ::testing::HasSubstr("rank 0 info: training lenet5_fmnist: 2 rank(s)"));
+  EXPECT_EQ(ranks_and_levels(plain), (std::set<std::string>{"0 info"})) << plain;
+
+  train(2, "all", "--log-all-ranks --log-level debug");
+  EXPECT_EQ(ranks_and_levels(slurp(dir_ / "all.log")),
+            (std::set<std::string>{"0 info", "1 info", "0 debug", "1 debug"}));
+
+  train(2, "quiet", "--log-level warn");
+  EXPECT_TRUE(ranks_and_levels(slurp(dir_ / "quiet.log")).empty());
+
+  const auto bad =
+      run_command(kBin + " train " + kConfigs + "lenet5_fmnist.textproto --log-level loud 2>&1");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.output, ::testing::HasSubstr("--log-level"));
 }
 
 }  // namespace
