@@ -303,14 +303,13 @@ DatasetSplits load_cifar10(const std::string& path) {
 
 }  // namespace
 
-Dataset read_idx(const std::string& images_path, const std::string& labels_path) {
-  std::vector<uint8_t> images = read_file(images_path);
-  IdxHeader ih = parse_idx_header(images, images_path, true);
-  std::vector<uint8_t> labels = read_file(labels_path);
-  IdxHeader lh = parse_idx_header(labels, labels_path, false);
+Dataset parse_idx(std::vector<uint8_t> images, const std::string& images_source,
+                  const std::vector<uint8_t>& labels, const std::string& labels_source) {
+  IdxHeader ih = parse_idx_header(images, images_source, true);
+  IdxHeader lh = parse_idx_header(labels, labels_source, false);
   if (ih.count != lh.count) {
-    throw UserError("IDX images file " + images_path + " holds " + std::to_string(ih.count) +
-                    " images but labels file " + labels_path + " holds " +
+    throw UserError("IDX images file " + images_source + " holds " + std::to_string(ih.count) +
+                    " images but labels file " + labels_source + " holds " +
                     std::to_string(lh.count) + " labels");
   }
   Dataset d;
@@ -322,7 +321,7 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path)
   for (size_t i = 0; i < lh.count; ++i) {
     uint8_t label = labels[8 + i];
     if (label >= kIdxClasses) {
-      throw UserError("IDX labels file " + labels_path + ": label " + std::to_string(label) +
+      throw UserError("IDX labels file " + labels_source + ": label " + std::to_string(label) +
                       " of sample " + std::to_string(i) + " is out of range [0, " +
                       std::to_string(kIdxClasses) + ")");
     }
@@ -334,40 +333,47 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path)
   return d;
 }
 
+Dataset read_idx(const std::string& images_path, const std::string& labels_path) {
+  std::vector<uint8_t> images = read_file(images_path);
+  (void)parse_idx_header(images, images_path, true);  // a bad images file is named first
+  return parse_idx(std::move(images), images_path, read_file(labels_path), labels_path);
+}
+
+void append_cifar10(const std::vector<uint8_t>& data, const std::string& source, Dataset* d) {
+  d->channels = 3;
+  d->height = static_cast<int>(kCifarSide);
+  d->width = static_cast<int>(kCifarSide);
+  d->classes = kCifarClasses;
+  if (data.empty()) throw UserError("CIFAR10 batch file " + source + " is empty");
+  if (data.size() % kCifarRecord != 0) {
+    throw UserError("CIFAR10 batch file " + source + ": size " + std::to_string(data.size()) +
+                    " bytes is not a multiple of the " + std::to_string(kCifarRecord) +
+                    "-byte record (truncated or not a CIFAR-10 binary batch)");
+  }
+  size_t records = data.size() / kCifarRecord;
+  size_t first = d->labels.size();
+  d->labels.resize(first + records);
+  size_t pixel_bytes = (first + records) * kCifarPixels;
+  if (d->pixels.capacity() < pixel_bytes) {
+    d->pixels.reserve(std::max(pixel_bytes, 2 * d->pixels.capacity()));
+  }
+  d->pixels.resize(pixel_bytes);
+  for (size_t r = 0; r < records; ++r) {
+    const uint8_t* rec = data.data() + r * kCifarRecord;
+    if (rec[0] >= kCifarClasses) {
+      throw UserError("CIFAR10 batch file " + source + ": label " + std::to_string(rec[0]) +
+                      " of record " + std::to_string(r) + " is out of range [0, " +
+                      std::to_string(kCifarClasses) + ")");
+    }
+    d->labels[first + r] = rec[0];
+    std::memcpy(d->pixels.data() + (first + r) * kCifarPixels, rec + 1, kCifarPixels);
+  }
+}
+
 Dataset read_cifar10(const std::vector<std::string>& batch_paths) {
   if (batch_paths.empty()) throw UserError("CIFAR10: no batch files to read");
   Dataset d;
-  d.channels = 3;
-  d.height = static_cast<int>(kCifarSide);
-  d.width = static_cast<int>(kCifarSide);
-  d.classes = kCifarClasses;
-  for (const std::string& path : batch_paths) {
-    std::vector<uint8_t> data = read_file(path);
-    if (data.empty()) throw UserError("CIFAR10 batch file " + path + " is empty");
-    if (data.size() % kCifarRecord != 0) {
-      throw UserError("CIFAR10 batch file " + path + ": size " + std::to_string(data.size()) +
-                      " bytes is not a multiple of the " + std::to_string(kCifarRecord) +
-                      "-byte record (truncated or not a CIFAR-10 binary batch)");
-    }
-    size_t records = data.size() / kCifarRecord;
-    size_t first = d.labels.size();
-    d.labels.resize(first + records);
-    size_t pixel_bytes = (first + records) * kCifarPixels;
-    if (d.pixels.capacity() < pixel_bytes) {
-      d.pixels.reserve(std::max(pixel_bytes, 2 * d.pixels.capacity()));
-    }
-    d.pixels.resize(pixel_bytes);
-    for (size_t r = 0; r < records; ++r) {
-      const uint8_t* rec = data.data() + r * kCifarRecord;
-      if (rec[0] >= kCifarClasses) {
-        throw UserError("CIFAR10 batch file " + path + ": label " + std::to_string(rec[0]) +
-                        " of record " + std::to_string(r) + " is out of range [0, " +
-                        std::to_string(kCifarClasses) + ")");
-      }
-      d.labels[first + r] = rec[0];
-      std::memcpy(d.pixels.data() + (first + r) * kCifarPixels, rec + 1, kCifarPixels);
-    }
-  }
+  for (const std::string& path : batch_paths) append_cifar10(read_file(path), path, &d);
   return d;
 }
 

@@ -47,6 +47,14 @@ struct DatasetSplits {
 // (UserError otherwise); a batches.meta.txt that does not is ignored.
 DatasetSplits load_dataset(const DataSpec& spec, uint64_t seed);
 
+// The readers of the bytes themselves, which the file readers call and the
+// fuzz targets (tests/fuzz/) call alike; `source` names the bytes in
+// errors. Every malformed input is a UserError.
+Dataset parse_idx(std::vector<uint8_t> images, const std::string& images_source,
+                  const std::vector<uint8_t>& labels, const std::string& labels_source);
+// Adds one CIFAR-10 batch's records (and sets d's shape).
+void append_cifar10(const std::vector<uint8_t>& batch, const std::string& source, Dataset* d);
+
 // Lower-level readers, for tests and tools. Files are read through zlib's
 // gz* API, which reads gzip and raw files alike whatever their names.
 Dataset read_idx(const std::string& images_path, const std::string& labels_path);

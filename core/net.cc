@@ -1,6 +1,8 @@
 #include "core/net.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
 #include <limits>
 #include <set>
 #include <sstream>
@@ -292,7 +294,9 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
     for (Lifetime& b : buffers) b = {b.memory, 0, std::numeric_limits<int>::max()};
   }
   std::vector<size_t> offsets;
-  arena_ = AlignedFloats(place(buffers, offsets) / sizeof(float));
+  const size_t arena_bytes = place(buffers, offsets);
+  check_fits_in_memory(arena_bytes + pending.scratchpad_bytes);
+  arena_ = AlignedFloats(arena_bytes / sizeof(float));
   char* base = reinterpret_cast<char*>(arena_.data());
   for (size_t i = 0; i < buffers.size(); ++i) buffers[i].memory.set_data_handle(base + offsets[i]);
   for (auto& [from, view] : pending.views) view.set_data_handle(from.get_data_handle());
@@ -341,6 +345,57 @@ void Net::backward(const GradsFinal* on_grads_final) {
     }
   }
   cpu_stream().wait();
+}
+
+namespace {
+
+// What the kernel says could be allocated now without swapping (0 if it
+// does not say).
+size_t available_memory_bytes() {
+  std::ifstream in("/proc/meminfo");
+  for (std::string key; in >> key;) {
+    size_t kb = 0;
+    std::string unit;
+    in >> kb >> unit;
+    if (key == "MemAvailable:") return kb * 1024;
+  }
+  return 0;
+}
+
+std::string gigabytes(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f GB", bytes / 1e9);
+  return buf;
+}
+
+}  // namespace
+
+void Net::check_fits_in_memory(size_t activation_bytes) const {
+  // Each parameter float has a value, a gradient and up to two optimizer
+  // moments, and the gradient reducer may bank another copy.
+  constexpr double kBytesPerParam = 5 * sizeof(float);
+  double params = 0;
+  double worst = 0;
+  size_t worst_layer = 0;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    double p = 0;
+    for (const Param* param : layers_[i]->params()) p += static_cast<double>(param->size);
+    params += p;
+    const double top = static_cast<double>(tops_[i]->data.get_desc().get_size());
+    const double need = top * (tops_[i]->needs_grad ? 2 : 1) + p * kBytesPerParam;
+    if (need > worst) {
+      worst = need;
+      worst_layer = i;
+    }
+  }
+  const double total = static_cast<double>(activation_bytes) + params * kBytesPerParam;
+  const size_t available = available_memory_bytes();
+  if (available == 0 || total <= static_cast<double>(available)) return;
+  const Layer& l = *layers_[worst_layer];
+  throw UserError("net: needs about " + gigabytes(total) + " of memory but " +
+                  gigabytes(static_cast<double>(available)) + " are available; layer '" + l.name() +
+                  "' (" + l.type() + ") alone needs " + gigabytes(worst) +
+                  " for its outputs, their gradients, its parameters and their optimizer state");
 }
 
 const Blob& Net::blob(const std::string& name) const {

@@ -60,6 +60,10 @@ class Net {
   size_t arena_bytes() const { return arena_.size() * sizeof(float); }
 
  private:
+  // Refuses (UserError naming the hungriest layer and the bytes) a net
+  // whose arena, parameters and optimizer state would not fit in the
+  // memory available, before anything is allocated.
+  void check_fits_in_memory(size_t activation_bytes) const;
   dnnl::memory::dims input_dims_;
   NetState state_;
   ParamStore store_;

@@ -149,7 +149,13 @@ INSTANTIATE_TEST_SUITE_P(
                   "", "/nonexistent"},
         ErrorCase{"BadFlag", kSmallNet, "--frobnicate", "unknown flag --frobnicate"},
         ErrorCase{"UnknownCommand", "", "fly", "unknown command 'fly'"},
-        ErrorCase{"MissingConfig", "", "train /nonexistent.textproto", "/nonexistent.textproto"}),
+        ErrorCase{"MissingConfig", "", "train /nonexistent.textproto", "/nonexistent.textproto"},
+        // Estimated before anything is allocated: 2e9 outputs x 64 inputs.
+        ErrorCase{"NetBeyondMemory", with("num_output: 4", "num_output: 2000000000"), "",
+                  "layer 'fc' (InnerProduct) alone needs"},
+        ErrorCase{"WrongClassNameCount",
+                  with("batch_size: 16", "batch_size: 16 class_names: \"a\""), "",
+                  "data.class_names has 1 names but the dataset has"}),
     [](const ::testing::TestParamInfo<ErrorCase>& p) { return p.param.name; });
 
 TEST(DptrainCli, RefusesToOverwriteARun) {
