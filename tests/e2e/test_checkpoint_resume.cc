@@ -322,5 +322,45 @@ TEST_F(Resume, FineTuningStartsFromTrainedWeights) {
   EXPECT_EQ(reinit.exit_code, 0) << reinit.output;
 }
 
+// A run folder on a full disk: the checkpoint that does not fit fails
+// with the reason, leaves no temporary behind, and the previous ones and
+// LATEST stay as they were; the run goes on, and the end says why
+// final_weights could not be written. A 1.2 MB tmpfs holds two LeNet-5
+// checkpoints (0.5 MB each) and not a third.
+TEST_F(Resume, AFullDiskFailsTheCheckpointCleanlyAndKeepsThePreviousOnes) {
+  const std::string mount = dir_ / "full";
+  fs::create_directories(mount);
+  if (run_command("mount -t tmpfs -o size=1200k tmpfs " + mount + " 2>&1").exit_code != 0)
+    GTEST_SKIP() << "cannot mount a small tmpfs here (needs root)";
+  struct Unmount {
+    std::string at;
+    ~Unmount() { run_command("umount " + at); }
+  } unmount{mount};
+  const std::string run = mount + "/run";
+  const auto r = run_command(train(kSource + "/configs/lenet5_fmnist.textproto", run,
+                                   "--set data.train_limit=2000 --set data.test_limit=500 "
+                                   "--set solver.epochs=1 --set checkpoint.every_steps=10") +
+                             " 2>&1");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("checkpoint not written: cannot write " + run +
+                                  "/ckpt-000000030.tmp: No space left on device (the previous "
+                                  "ones are kept)"));
+  EXPECT_THAT(r.output, HasSubstr("dptrain: cannot write " + run + "/final_weights.tmp: No space"));
+  EXPECT_EQ(slurp(run + "/LATEST"), "ckpt-000000020\n");
+  for (const auto& e : fs::directory_iterator(run))
+    EXPECT_NE(e.path().extension(), ".tmp") << e.path();
+  // The kept checkpoints are whole: a resume elsewhere starts from step 20.
+  const std::string copy = dir_ / "copy";
+  fs::create_directories(copy);
+  for (const char* f : {"ckpt-000000010", "ckpt-000000020", "LATEST"})
+    fs::copy_file(run + "/" + f, copy + "/" + f);
+  const auto resumed = run_command(train(kSource + "/configs/lenet5_fmnist.textproto", copy,
+                                         "--set data.train_limit=2000 --set data.test_limit=500 "
+                                         "--set solver.epochs=1 --resume") +
+                                   " 2>&1");
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_THAT(resumed.output, HasSubstr("resumed at step 20"));
+}
+
 }  // namespace
 }  // namespace dptrain::testing
