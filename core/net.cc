@@ -218,7 +218,7 @@ size_t place(std::vector<Lifetime>& buffers, std::vector<size_t>& offsets) {
 }  // namespace
 
 Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t seed,
-         ReplicaReducer* replica_reducer, BlobMemory memory)
+         ReplicaReducer* replica_reducer, BlobMemory memory, int ranks_on_host)
     : input_dims_(input_dims) {
   using tag = dnnl::memory::format_tag;
   using dt = dnnl::memory::data_type;
@@ -295,7 +295,7 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
   }
   std::vector<size_t> offsets;
   const size_t arena_bytes = place(buffers, offsets);
-  check_fits_in_memory(arena_bytes + pending.scratchpad_bytes);
+  check_fits_in_memory(arena_bytes + pending.scratchpad_bytes, ranks_on_host);
   arena_ = AlignedFloats(arena_bytes / sizeof(float));
   char* base = reinterpret_cast<char*>(arena_.data());
   for (size_t i = 0; i < buffers.size(); ++i) buffers[i].memory.set_data_handle(base + offsets[i]);
@@ -370,7 +370,7 @@ std::string gigabytes(double bytes) {
 
 }  // namespace
 
-void Net::check_fits_in_memory(size_t activation_bytes) const {
+void Net::check_fits_in_memory(size_t activation_bytes, int ranks_on_host) const {
   // Each parameter float has a value, a gradient and up to two optimizer
   // moments, and the gradient reducer may bank another copy.
   constexpr double kBytesPerParam = 5 * sizeof(float);
@@ -389,12 +389,16 @@ void Net::check_fits_in_memory(size_t activation_bytes) const {
     }
   }
   const double total = static_cast<double>(activation_bytes) + params * kBytesPerParam;
-  const size_t available = available_memory_bytes();
+  const size_t available =
+      available_memory_bytes() / static_cast<size_t>(std::max(1, ranks_on_host));
   if (available == 0 || total <= static_cast<double>(available)) return;
   const Layer& l = *layers_[worst_layer];
   throw UserError("net: needs about " + gigabytes(total) + " of memory but " +
-                  gigabytes(static_cast<double>(available)) + " are available; layer '" + l.name() +
-                  "' (" + l.type() + ") alone needs " + gigabytes(worst) +
+                  gigabytes(static_cast<double>(available)) + " are available" +
+                  (ranks_on_host > 1
+                       ? " to each of the " + std::to_string(ranks_on_host) + " ranks on this host"
+                       : std::string()) +
+                  "; layer '" + l.name() + "' (" + l.type() + ") alone needs " + gigabytes(worst) +
                   " for its outputs, their gradients, its parameters and their optimizer state");
 }
 

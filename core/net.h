@@ -34,8 +34,11 @@ class Net {
   enum class BlobMemory { kReuse, kKeepAll };
 
   // input_dims: {N, C, H, W} of the batch one replica sees.
+  // ranks_on_host: the processes sharing this host's memory, each with a
+  // net like this one (the memory check gives each its share).
   Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t seed,
-      ReplicaReducer* replica_reducer = nullptr, BlobMemory memory = BlobMemory::kReuse);
+      ReplicaReducer* replica_reducer = nullptr, BlobMemory memory = BlobMemory::kReuse,
+      int ranks_on_host = 1);
 
   // Points the inputs at a batch (NCHW floats, N labels); only the first
   // `valid` samples count in the loss and the metrics.
@@ -63,7 +66,7 @@ class Net {
   // Refuses (UserError naming the hungriest layer and the bytes) a net
   // whose arena, parameters and optimizer state would not fit in the
   // memory available, before anything is allocated.
-  void check_fits_in_memory(size_t activation_bytes) const;
+  void check_fits_in_memory(size_t activation_bytes, int ranks_on_host) const;
   dnnl::memory::dims input_dims_;
   NetState state_;
   ParamStore store_;

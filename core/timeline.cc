@@ -12,7 +12,7 @@ void Timeline::enable(int64_t first, int64_t last, int64_t every, size_t capacit
   spans_.clear();
   spans_.reserve(capacity);
   dropped_ = 0;
-  set_step(step_);
+  recording_ = false;  // until the first step starts
 }
 
 void Timeline::set_step(int64_t step) {

@@ -39,6 +39,9 @@ class Timeline {
   bool enabled() const { return enabled_; }
   // The step about to run; step spans are kept only if it is in the window.
   void set_step(int64_t step);
+  // The step's work is over: what runs until the next set_step (an
+  // evaluation's forward passes) is not a step's.
+  void end_step() { recording_ = false; }
   bool recording() const { return recording_; }
 
   static int64_t now_us() {

@@ -9,12 +9,15 @@
 // Exit codes: 0 success, 2 a user error (bad flag, config, file), 3 a
 // difference above --tolerance, 75 stopped on request with a checkpoint
 // written (preempted: resume with --resume), 1 anything else.
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -42,6 +45,20 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr int kStopped = 75;
+
+// "FIRST:LAST", two steps with 0 <= FIRST <= LAST; nullopt otherwise.
+std::optional<std::pair<int64_t, int64_t>> step_window(const std::string& v) {
+  const size_t colon = v.find(':');
+  if (colon == std::string::npos) return std::nullopt;
+  int64_t first = -1, last = -1;
+  const char* end = v.data() + v.size();
+  auto a = std::from_chars(v.data(), v.data() + colon, first);
+  auto b = std::from_chars(v.data() + colon + 1, end, last);
+  if (a.ec != std::errc() || a.ptr != v.data() + colon || b.ec != std::errc() || b.ptr != end ||
+      first < 0 || first > last)
+    return std::nullopt;
+  return std::make_pair(first, last);
+}
 
 struct Args {
   std::string command, config, run_dir, weights, init_weights;
@@ -98,12 +115,8 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
       ->add_option("--timeline-steps", a.timeline_steps,
                    "with --timeline: the steps recorded, FIRST:LAST (default 0:99)")
       ->check([](const std::string& v) {
-        const size_t colon = v.find(':');
-        const bool ok = colon != std::string::npos && colon > 0 && colon + 1 < v.size() &&
-                        v.find_first_not_of("0123456789:") == std::string::npos &&
-                        v.find(':', colon + 1) == std::string::npos &&
-                        std::stoll(v.substr(0, colon)) <= std::stoll(v.substr(colon + 1));
-        return ok ? std::string() : "needs FIRST:LAST with FIRST <= LAST, got '" + v + "'";
+        return step_window(v) ? std::string()
+                              : "needs FIRST:LAST with 0 <= FIRST <= LAST, got '" + v + "'";
       });
   train
       ->add_option("--timeline-every", a.timeline_every,
@@ -248,9 +261,8 @@ int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
   EventLog events;
   std::unique_ptr<TimelineWriter> timeline;
   if (!a.timeline.empty()) {
-    const size_t colon = a.timeline_steps.find(':');
-    trainer.enable_timeline(std::stoll(a.timeline_steps.substr(0, colon)),
-                            std::stoll(a.timeline_steps.substr(colon + 1)), a.timeline_every);
+    const auto [first, last] = *step_window(a.timeline_steps);
+    trainer.enable_timeline(first, last, a.timeline_every);
     timeline = std::make_unique<TimelineWriter>(comm, trainer.timeline(), a.timeline);
   }
   std::vector<RunHook*> durable;

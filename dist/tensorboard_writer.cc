@@ -56,7 +56,9 @@ void TensorBoardWriter::on_start(const RunInfo& info) {
   version.set_file_version("brain.Event:2");
   write(version);
   if (info.start_step > 0) {
-    TbEvent restart = event_at(info.start_step);
+    // TensorBoard keeps, of what came before, the events of steps below
+    // this one: those up to the checkpoint's own step stay.
+    TbEvent restart = event_at(info.start_step + 1);
     restart.mutable_session_log()->set_status(TbSessionLog::START);
     write(restart);
   }

@@ -4,8 +4,9 @@
 // records framed as TFRecords (core/tf_record.h) holding TbEvent messages
 // (core/dptrain.proto, TensorBoard's field numbers):
 //   - first the file version, then the config as a text summary ("config");
-//   - a resumed start writes a SessionLog START at its step, which makes
-//     TensorBoard drop what an earlier start wrote past it;
+//   - a resumed start writes a SessionLog START one step past its
+//     checkpoint, which makes TensorBoard drop what an earlier start wrote
+//     past the checkpoint and keep what it wrote up to it;
 //   - per train record: train/loss, train/accuracy, train/lr,
 //     train/images_per_sec, train/allreduce_wait_fraction;
 //   - per eval record: test/loss, test/accuracy (val/loss, val/accuracy

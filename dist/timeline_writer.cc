@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/error.h"
 #include "core/file_io.h"
 
 namespace dptrain {
@@ -13,6 +14,19 @@ namespace {
 
 constexpr int kRounds = 8;
 constexpr int kTag = 7301;
+
+// Point-to-point and collective calls that give up after the stall
+// timeout (Communicator::wait) instead of hanging on a stalled peer.
+void send(const Communicator& comm, const int64_t* v, int to) {
+  MPI_Request r;
+  check_mpi(MPI_Isend(v, 1, MPI_INT64_T, to, kTag, comm.comm(), &r), "MPI_Isend");
+  comm.wait(r, "the timeline's clock exchange");
+}
+void receive(const Communicator& comm, int64_t* v, int from) {
+  MPI_Request r;
+  check_mpi(MPI_Irecv(v, 1, MPI_INT64_T, from, kTag, comm.comm(), &r), "MPI_Irecv");
+  comm.wait(r, "the timeline's clock exchange");
+}
 
 // Rank 0's clock minus `peer`'s, from the round trip with the shortest
 // time (least room for asymmetry). Rank 0 and the peer call it together.
@@ -22,9 +36,8 @@ int64_t measure_offset(const Communicator& comm, int peer) {
     if (comm.rank() == 0) {
       const int64_t sent = Timeline::now_us();
       int64_t theirs = 0;
-      check_mpi(MPI_Send(&sent, 1, MPI_INT64_T, peer, kTag, comm.comm()), "MPI_Send");
-      check_mpi(MPI_Recv(&theirs, 1, MPI_INT64_T, peer, kTag, comm.comm(), MPI_STATUS_IGNORE),
-                "MPI_Recv");
+      send(comm, &sent, peer);
+      receive(comm, &theirs, peer);
       const int64_t back = Timeline::now_us();
       if (back - sent < best_rtt) {
         best_rtt = back - sent;
@@ -32,10 +45,9 @@ int64_t measure_offset(const Communicator& comm, int peer) {
       }
     } else {
       int64_t ping = 0;
-      check_mpi(MPI_Recv(&ping, 1, MPI_INT64_T, 0, kTag, comm.comm(), MPI_STATUS_IGNORE),
-                "MPI_Recv");
+      receive(comm, &ping, 0);
       const int64_t now = Timeline::now_us();
-      check_mpi(MPI_Send(&now, 1, MPI_INT64_T, 0, kTag, comm.comm()), "MPI_Send");
+      send(comm, &now, 0);
     }
   }
   return offset;
@@ -60,12 +72,10 @@ void TimelineWriter::on_start(const RunInfo&) {
   for (int peer = 1; peer < comm_.size(); ++peer) {
     if (comm_.rank() != 0 && comm_.rank() != peer) continue;
     int64_t offset = measure_offset(comm_, peer);
-    if (comm_.rank() == 0) {
-      check_mpi(MPI_Send(&offset, 1, MPI_INT64_T, peer, kTag, comm_.comm()), "MPI_Send");
-    } else {
-      check_mpi(MPI_Recv(&offset_us_, 1, MPI_INT64_T, 0, kTag, comm_.comm(), MPI_STATUS_IGNORE),
-                "MPI_Recv");
-    }
+    if (comm_.rank() == 0)
+      send(comm_, &offset, peer);
+    else
+      receive(comm_, &offset_us_, 0);
   }
   origin_us_ = Timeline::now_us();
   comm_.broadcast(&origin_us_, sizeof origin_us_);
@@ -100,10 +110,25 @@ void TimelineWriter::on_end(const RunEnd&) {
   for (int32_t b = 0; b < buckets; ++b)
     *mine.add_trace_events() = track_name(rank, 1 + b, "allreduce bucket " + std::to_string(b));
 
-  const std::string bytes = mine.SerializeAsString();
+  // MPI counts bytes in ints: each rank's share stays below 2 GiB over
+  // the ranks, its latest spans given up (and counted) past that.
+  const size_t share = static_cast<size_t>(std::numeric_limits<int>::max() / comm_.size());
+  std::string bytes = mine.SerializeAsString();
+  if (bytes.size() > share) {
+    const int spans = mine.trace_events_size() - 2 - buckets;
+    const int keep = static_cast<int>(spans * (static_cast<double>(share) / bytes.size()) * 0.9);
+    mine.mutable_trace_events()->DeleteSubrange(keep, spans - keep);
+    // The first event after the spans is the rank's process_name.
+    mine.mutable_trace_events(keep)->mutable_args()->set_dropped_spans(
+        static_cast<int32_t>(timeline_.dropped()) + (spans - keep));
+    bytes = mine.SerializeAsString();
+  }
   int size = static_cast<int>(bytes.size());
   std::vector<int> sizes(rank == 0 ? comm_.size() : 0), starts(sizes.size());
-  check_mpi(MPI_Gather(&size, 1, MPI_INT, sizes.data(), 1, MPI_INT, 0, comm_.comm()), "MPI_Gather");
+  MPI_Request request;
+  check_mpi(MPI_Igather(&size, 1, MPI_INT, sizes.data(), 1, MPI_INT, 0, comm_.comm(), &request),
+            "MPI_Igather");
+  comm_.wait(request, "the timeline's gather");
   std::string all;
   if (rank == 0) {
     for (size_t r = 0; r < sizes.size(); ++r) {
@@ -111,9 +136,10 @@ void TimelineWriter::on_end(const RunEnd&) {
       all.resize(all.size() + static_cast<size_t>(sizes[r]));
     }
   }
-  check_mpi(MPI_Gatherv(bytes.data(), size, MPI_BYTE, all.data(), sizes.data(), starts.data(),
-                        MPI_BYTE, 0, comm_.comm()),
-            "MPI_Gatherv");
+  check_mpi(MPI_Igatherv(bytes.data(), size, MPI_BYTE, all.data(), sizes.data(), starts.data(),
+                         MPI_BYTE, 0, comm_.comm(), &request),
+            "MPI_Igatherv");
+  comm_.wait(request, "the timeline's gather");
   if (rank != 0) return;
   TraceFile file;
   file.set_display_time_unit("ms");
@@ -123,7 +149,8 @@ void TimelineWriter::on_end(const RunEnd&) {
     for (TraceEvent& e : *part.mutable_trace_events()) *file.add_trace_events() = std::move(e);
   }
   std::string json;
-  (void)google::protobuf::util::MessageToJsonString(file, &json);
+  const auto status = google::protobuf::util::MessageToJsonString(file, &json);
+  if (!status.ok()) throw UserError("timeline " + path_ + ": " + std::string(status.message()));
   write_file_atomically(path_, json);
 }
 

@@ -175,9 +175,9 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
   }
   const int64_t b = s.sampler->local_batch() / accumulate;
   s.replica_reducer = std::make_unique<MpiReplicaReducer>(comm);
-  s.net = std::make_unique<Net>(spec.net(),
-                                dnnl::memory::dims{b, train.channels, train.height, train.width},
-                                spec.seed(), s.replica_reducer.get());
+  s.net = std::make_unique<Net>(
+      spec.net(), dnnl::memory::dims{b, train.channels, train.height, train.width}, spec.seed(),
+      s.replica_reducer.get(), Net::BlobMemory::kReuse, comm.local_size());
   // Micro-batch gradients are summed: each carries 1/k of the step's mean.
   s.net->state().loss_scale = 1.f / static_cast<float>(accumulate);
   if (s.net->loss_layer().classes() != train.classes) {
@@ -485,6 +485,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
           clip_grad_norm(params.grads(), params.size(), solver.clip_grad_norm());
         s.optimizer->step(params.values(), params.grads(), lr);
       }
+      s.timeline.end_step();
       window_compute += compute + seconds_since(t0);
       ++step;
       s.comm.wait(agreement, "the step's checkpoint agreement");

@@ -103,7 +103,7 @@ void lock_run_folder(const std::string& dir) {
 void report_at_the_end(const std::string& dir) {
   try {
     std::printf("report: %s\n", write_report(dir).c_str());
-  } catch (const UserError& e) {
+  } catch (const std::exception& e) {
     std::fprintf(stderr, "dptrain-launch: report not written: %s\n", e.what());
   }
 }

@@ -187,7 +187,9 @@ std::string render_report(const Report& report, const std::string& chartjs) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   std::string json;
-  (void)google::protobuf::util::MessageToJsonString(report, &json, options);
+  const auto status = google::protobuf::util::MessageToJsonString(report, &json, options);
+  if (!status.ok())
+    throw UserError("report of " + report.folder() + ": " + std::string(status.message()));
   std::string page = kPage;
   // The data first: the library's text could hold the data's marker.
   replace_once(&page, "/*@REPORT_DATA@*/", script_safe_json(json));

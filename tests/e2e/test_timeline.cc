@@ -1,6 +1,7 @@
 // dptrain train --timeline on two ranks: the file is trace-event JSON (it
 // parses as the TraceFile schema), holds a process per rank with named
-// tracks, every step of the window and only those, spans of each kind,
+// tracks, every step of the window and only those (an evaluation after
+// the last step is not that step's), spans of each kind,
 // and with overlap on, allreduce spans that run while backward does. And
 // the flags' mistakes.
 #include <filesystem>
@@ -36,7 +37,7 @@ TEST(Timeline, TwoRanksTracksOfTheWindowWithAllreduceBesideBackward) {
                              " --set data.train_limit=2000 --set data.test_limit=500"
                              " --set solver.epochs=1 --set runtime.bucket_mb=0.05"
                              " --timeline " +
-                             trace + " --timeline-steps 2:9 --timeline-every 3");
+                             trace + " --timeline-steps 2:30 --timeline-every 14");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   TraceFile file;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(slurp(trace), &file).ok());
@@ -45,6 +46,7 @@ TEST(Timeline, TwoRanksTracksOfTheWindowWithAllreduceBesideBackward) {
   std::map<int, std::string> processes;
   std::map<int, std::set<std::string>> categories;
   std::set<int> steps;
+  std::map<std::pair<int, int>, int> forward;  // (rank, step) -> forward spans
   struct Interval {
     double from, to;
   };
@@ -60,10 +62,18 @@ TEST(Timeline, TwoRanksTracksOfTheWindowWithAllreduceBesideBackward) {
     if (e.cat() != "eval" && e.cat() != "checkpoint") steps.insert(e.args().step());
     const Interval span{e.ts(), e.ts() + e.dur()};
     if (e.cat() == "backward") backward[e.pid()].push_back(span);
+    if (e.cat() == "forward") ++forward[{e.pid(), e.args().step()}];
     if (e.cat() == "allreduce" && e.tid() > 0) allreduce[e.pid()].push_back(span);
   }
   EXPECT_EQ(processes, (std::map<int, std::string>{{0, "rank 0"}, {1, "rank 1"}}));
-  EXPECT_EQ(steps, (std::set<int>{2, 5, 8}));
+  // Step 30 is the last (31 steps): the evaluation after it is not its.
+  EXPECT_EQ(steps, (std::set<int>{2, 16, 30}));
+  for (int rank : {0, 1}) {
+    EXPECT_EQ(forward[std::make_pair(rank, 2)], forward[std::make_pair(rank, 16)]);
+    EXPECT_EQ(forward[std::make_pair(rank, 30)], forward[std::make_pair(rank, 2)])
+        << "evaluation spans counted as step 30's";
+    EXPECT_GT(forward[std::make_pair(rank, 2)], 0);
+  }
   for (int rank : {0, 1}) {
     for (const char* cat : {"data", "forward", "backward", "allreduce", "optimizer", "eval"})
       EXPECT_EQ(categories[rank].count(cat), 1u) << "rank " << rank << " has no " << cat;
