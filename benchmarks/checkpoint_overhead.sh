@@ -25,7 +25,7 @@ measure() {  # label checkpoint-overrides... -> "run_wall process_wall checkpoin
   t0=$(date +%s.%N)
   mpirun -np 2 --bind-to none -x OMP_NUM_THREADS=1 build/dist/dptrain train "$config" \
     --run-dir "$out/$label" --set solver.max_steps="$steps" --set data.test_limit=2000 \
-    --set runtime.log_every_steps=100 "$@" >/dev/null
+    --log-level warn --set runtime.log_every_steps=100 "$@" >/dev/null
   t1=$(date +%s.%N)
   local wall count
   wall=$(tail -1 "$out/$label/metrics.jsonl" | sed -E 's/.*"wall_time":([0-9.e+-]+).*/\1/')

@@ -37,7 +37,8 @@ measure() {  # ranks label mpi-args... -> "images/s wait others_load"
   cpu=$( { TIMEFORMAT='%U %S'; time mpirun -np "$n" --bind-to none -x OMP_NUM_THREADS=1 "$@" \
     build/dist/dptrain train "$config" --run-dir "$out/$label" \
     --set data.batch_size=$((batch * n)) --set solver.max_steps="$steps" \
-    --set runtime.log_every_steps=$((steps / 3)) --set data.test_limit=1000 >/dev/null; } 2>&1 |
+    --set runtime.log_every_steps=$((steps / 3)) --set data.test_limit=1000 --log-level warn \
+    >/dev/null; } 2>&1 |
     awk '{print $1 + $2}')
   t1=$(date +%s.%N)
   b1=$(busy_seconds)

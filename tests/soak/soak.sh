@@ -25,10 +25,26 @@ sets=(--set solver.epochs=3 --set checkpoint.every_steps=100 --set runtime.threa
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 out=$(mktemp -d)
 launcher=0
+declare -A faults=([kill_rank]=0 [kill_mpirun]=0 [kill_launcher]=0 [stall_rank]=0 [sigterm]=0)
+kinds=(kill_rank kill_mpirun kill_launcher stall_rank sigterm)
+runs=0 identical=0 restarts=0 resumes=0 lost=0
+report() {
+  echo "soak: $minutes min, seed $seed: $runs runs completed, $identical with final weights identical to the undisturbed run's"
+  for k in "${kinds[@]}"; do printf "  %-14s %4d faults\n" "$k" "${faults[$k]}"; done
+  echo "  restarts $restarts and job resumes after exit 75 $resumes, as each run's last launcher"
+  echo "  counted them; seconds lost to those restarts $lost"
+  awk -v l="$lost" -v r="$restarts" 'BEGIN{if (r > 0) printf "  %.1f s lost per restart\n", l / r}'
+}
+finished=0
 cleanup() {
   [ "$launcher" -gt 0 ] && kill -9 "$launcher" 2>/dev/null || true
   pkill -9 -f "$out/" 2>/dev/null || true
-  rm -rf "$out"
+  if [ "$finished" -eq 1 ]; then
+    rm -rf "$out"
+  else
+    report
+    echo "soak: FAILED; the run folders and logs are kept in $out" >&2
+  fi
 }
 trap cleanup EXIT
 lscpu | grep -E "^Model name" || true
@@ -38,7 +54,7 @@ lscpu | grep -E "^Model name" || true
 of_run() {
   local p
   for p in $(pgrep -x "$1" || true); do
-    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- "--run-dir $2 " && echo "$p"
+    { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -q -- "--run-dir $2 " && echo "$p"
   done
   return 0
 }
@@ -64,9 +80,6 @@ wait_workers_gone() {
 
 echo "soak: reference run"
 $launch run --np 2 "$config" --run-dir "$out/reference" "${sets[@]}" >"$out/reference.log" 2>&1
-declare -A faults=([kill_rank]=0 [kill_mpirun]=0 [kill_launcher]=0 [stall_rank]=0 [sigterm]=0)
-kinds=(kill_rank kill_mpirun kill_launcher stall_rank sigterm)
-runs=0 identical=0 restarts=0 resumes=0 lost=0
 deadline=$(($(date +%s) + minutes * 60))
 while [ "$(date +%s)" -lt "$deadline" ]; do
   dir="$out/run-$runs"
@@ -132,10 +145,6 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
   rm -rf "$dir"
 done
 
-total=0
-for k in "${kinds[@]}"; do total=$((total + faults[$k])); done
-echo "soak: $minutes min, seed $seed: $runs runs, $identical with final weights identical to the undisturbed run's"
-for k in "${kinds[@]}"; do printf "  %-14s %4d faults\n" "$k" "${faults[$k]}"; done
-echo "  restarts $restarts (counted), resumes $resumes (after exit 75), seconds lost to restarts $lost"
-awk -v l="$lost" -v r="$restarts" 'BEGIN{if (r > 0) printf "  %.1f s lost per restart\n", l / r}'
-[ "$identical" -eq "$runs" ] && [ "$runs" -gt 0 ]
+[ "$identical" -eq "$runs" ] && [ "$runs" -gt 0 ] || exit 1
+finished=1
+report
