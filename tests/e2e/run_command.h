@@ -106,6 +106,18 @@ class Background {
   int code_ = -1;
 };
 
+// Open MPI refuses to run as root unless told; CI runs as root.
+inline const std::string kMpiAsRoot =
+    "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ";
+
+// The prefix that runs a command as `ranks` MPI ranks on CI's two cores:
+// one thread per rank, ranks that yield when idle (oversubscribed ranks
+// must not spin), ended after 300 s whatever happens.
+inline std::string mpiexec(int ranks, const std::string& extra_mca = "") {
+  return kMpiAsRoot + "OMP_NUM_THREADS=1 timeout 300 mpiexec -np " + std::to_string(ranks) +
+         " --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 " + extra_mca + " ";
+}
+
 // Polls until `ready` holds or `timeout_s` passes; returns whether it held.
 template <class Ready>
 bool wait_for(Ready ready, double timeout_s) {

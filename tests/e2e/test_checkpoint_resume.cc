@@ -28,8 +28,10 @@ const std::string kBnDropout = kSource + "/tests/e2e/configs/resume_bn_dropout.t
 const std::string kDropout = kSource + "/tests/e2e/configs/resume_dropout.textproto";
 
 // Command prefixes: one process, or `ranks` under mpiexec; one thread each.
+// Without run_command.h's `timeout`, so that a signal sent to the job
+// reaches mpiexec itself (train() puts the time limit outside).
 const std::string kOne = "env OMP_NUM_THREADS=1 ";
-std::string mpiexec(int ranks) {
+std::string mpiexec_signalable(int ranks) {
   return "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
          "mpiexec -np " +
          std::to_string(ranks) + " --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 ";
@@ -107,11 +109,13 @@ TEST_F(Resume, MidEpochResumeIsBitwiseWithMomentumDropoutAugmentationAndBatchNor
 TEST_F(Resume, AdamWResumesBitwiseOnTwoRanks) {
   const std::string adamw = "--set solver.type=ADAMW --set solver.base_lr=0.002";
   const std::string ref = dir_ / "reference";
-  ASSERT_EQ(run_command(train(kBnDropout, ref, adamw, mpiexec(2))).exit_code, 0);
+  ASSERT_EQ(run_command(train(kBnDropout, ref, adamw, mpiexec_signalable(2))).exit_code, 0);
   const std::string run = dir_ / "run";
-  ASSERT_EQ(run_command(train(kBnDropout, run, adamw + " --stop-at-step 13", mpiexec(2))).exit_code,
+  ASSERT_EQ(run_command(train(kBnDropout, run, adamw + " --stop-at-step 13", mpiexec_signalable(2)))
+                .exit_code,
             75);
-  const auto resumed = run_command(train(kBnDropout, run, adamw + " --resume", mpiexec(2)));
+  const auto resumed =
+      run_command(train(kBnDropout, run, adamw + " --resume", mpiexec_signalable(2)));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_TRUE(same_bytes(run + "/final_weights", ref + "/final_weights"));
 }
@@ -123,13 +127,15 @@ TEST_F(Resume, AnotherRankCountFollowsTheSameTrajectory) {
   const std::string ref = reference(kDropout, limit);
   const std::string stopped = dir_ / "stopped";
   ASSERT_EQ(
-      run_command(train(kDropout, stopped, limit + " --stop-at-step 10", mpiexec(2))).exit_code,
+      run_command(train(kDropout, stopped, limit + " --stop-at-step 10", mpiexec_signalable(2)))
+          .exit_code,
       75);
   for (int ranks : {1, 4}) {
     const std::string run = dir_ / ("on" + std::to_string(ranks));
     fs::create_directories(run);
     fs::copy_file(stopped + "/ckpt-000000010", run + "/ckpt-000000010");
-    const auto r = run_command(train(kDropout, run, limit + " --resume", mpiexec(ranks)));
+    const auto r =
+        run_command(train(kDropout, run, limit + " --resume", mpiexec_signalable(ranks)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_LE(max_rel_diff(run + "/final_weights", ref + "/final_weights"), 1e-5)
         << ranks << " ranks";
@@ -245,11 +251,11 @@ TEST_F(Resume, ResumeWithoutCheckpointStartsFreshAndAFinishedRunIsLeftAlone) {
 
 TEST_F(Resume, WallTimeTriggerIsAgreedByEveryRank) {
   const std::string ref = dir_ / "reference";
-  ASSERT_EQ(run_command(train(kBnDropout, ref, "", mpiexec(2))).exit_code, 0);
+  ASSERT_EQ(run_command(train(kBnDropout, ref, "", mpiexec_signalable(2))).exit_code, 0);
   const std::string run = dir_ / "run";
   const auto r = run_command(
       train(kBnDropout, run, "--set checkpoint.every_epochs=0 --set checkpoint.every_seconds=0.01",
-            mpiexec(2)));
+            mpiexec_signalable(2)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(fs::exists(run + "/LATEST"));
   EXPECT_TRUE(same_bytes(run + "/final_weights", ref + "/final_weights"));
@@ -279,7 +285,7 @@ TEST_F(Resume, SigtermStopsWithACheckpoint) {
 }
 
 TEST_F(Resume, Sigusr1ToMpirunStopsEveryRankWithACheckpoint) {
-  expect_signal_stops_and_resumes(mpiexec(2), SIGUSR1, dir_);
+  expect_signal_stops_and_resumes(mpiexec_signalable(2), SIGUSR1, dir_);
 }
 
 TEST_F(Resume, FineTuningStartsFromTrainedWeights) {

@@ -21,15 +21,6 @@ using ::testing::HasSubstr;
 const std::string kBin = DPTRAIN_BIN;
 const std::string kConfigs = std::string(DPTRAIN_SOURCE_DIR) + "/configs/";
 
-// One thread per rank, ranks that yield when idle: oversubscribed ranks
-// must not spin on the two cores CI has.
-std::string mpiexec(int ranks, const std::string& extra_mca = "") {
-  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
-         "timeout 300 mpiexec -np " +
-         std::to_string(ranks) + " --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 " +
-         extra_mca + " ";
-}
-
 // K = 10 steps of LeNet-5 at global batch 48 (divisible by 1..4 ranks).
 std::string lenet(const std::string& run_dir, const std::string& extra = "") {
   return kBin + " train " + kConfigs + "lenet5_fmnist.textproto --run-dir " + run_dir +

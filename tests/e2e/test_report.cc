@@ -20,7 +20,7 @@ using ::testing::HasSubstr;
 
 const std::string kLaunch = DPTRAIN_LAUNCH_BIN;
 const std::string kConfigs = std::string(DPTRAIN_SOURCE_DIR) + "/configs/";
-const std::string kEnv = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ";
+const std::string& kEnv = kMpiAsRoot;
 
 class Report : public ::testing::Test {
  protected:

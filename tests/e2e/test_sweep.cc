@@ -28,7 +28,7 @@ using ::testing::HasSubstr;
 
 const std::string kLaunch = DPTRAIN_LAUNCH_BIN;
 const std::string kConfigs = std::string(DPTRAIN_SOURCE_DIR) + "/configs/";
-const std::string kEnv = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ";
+const std::string& kEnv = kMpiAsRoot;
 
 // Six trials of LeNet-5 on 960 images (240 of them held out), 9 epochs of
 // 15 steps, ASHA with rungs after epochs 1 and 3.

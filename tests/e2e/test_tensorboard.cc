@@ -27,12 +27,6 @@ const std::string kSmall =
     " --set data.train_limit=1200 --set data.validation_size=200 --set data.test_limit=300"
     " --set solver.epochs=2 --set runtime.log_every_steps=3 --set checkpoint.every_steps=9";
 
-std::string mpiexec(int ranks) {
-  return "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
-         "timeout 300 mpiexec -np " +
-         std::to_string(ranks) + " --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 ";
-}
-
 std::vector<std::string> event_files(const std::string& dir) {
   std::vector<std::string> files;
   for (const auto& e : fs::directory_iterator(dir)) {

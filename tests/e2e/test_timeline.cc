@@ -23,9 +23,6 @@ using ::testing::HasSubstr;
 
 const std::string kBin = DPTRAIN_BIN;
 const std::string kConvBn = std::string(DPTRAIN_SOURCE_DIR) + "/configs/convbn_fmnist.textproto";
-const std::string kMpi =
-    "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
-    "timeout 300 mpiexec -np 2 --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 ";
 
 TEST(Timeline, TwoRanksTracksOfTheWindowWithAllreduceBesideBackward) {
   if (!fs::exists("/usr/share/datasets/fashion-mnist"))
@@ -33,11 +30,12 @@ TEST(Timeline, TwoRanksTracksOfTheWindowWithAllreduceBesideBackward) {
   TempDir dir;
   const std::string trace = dir / "trace.json";
   // Small buckets: several allreduces per step, started during backward.
-  const auto r = run_command(kMpi + kBin + " train " + kConvBn + " --run-dir " + (dir / "run") +
-                             " --set data.train_limit=2000 --set data.test_limit=500"
-                             " --set solver.epochs=1 --set runtime.bucket_mb=0.05"
-                             " --timeline " +
-                             trace + " --timeline-steps 2:30 --timeline-every 14");
+  const auto r =
+      run_command(mpiexec(2) + kBin + " train " + kConvBn + " --run-dir " + (dir / "run") +
+                  " --set data.train_limit=2000 --set data.test_limit=500"
+                  " --set solver.epochs=1 --set runtime.bucket_mb=0.05"
+                  " --timeline " +
+                  trace + " --timeline-steps 2:30 --timeline-every 14");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   TraceFile file;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(slurp(trace), &file).ok());
