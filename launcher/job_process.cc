@@ -22,6 +22,8 @@
 #include <boost/process.hpp>
 #include <boost/process/extend.hpp>
 
+#include "launcher/session_guard.h"
+
 namespace dptrain::launcher {
 
 namespace bp = boost::process;
@@ -123,6 +125,7 @@ JobProcess::~JobProcess() {
   kill_session(pid);
   // Reap mpirun here: its exit handler (which also would) is disarmed.
   ::waitpid(pid, nullptr, 0);
+  release_session_from_guard(pid);
   state_->child.detach();
 }
 
@@ -162,6 +165,7 @@ void JobProcess::start(const std::string& program, const std::vector<std::string
                            // too, or mpirun and the ranks would hold the control port open.
                            bp::extend::on_exec_setup([](auto&) {
                              ::setsid();
+                             announce_session_to_guard();
                              ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
                            }),
                            bp::on_exit([weak, &io](int, const std::error_code& wait_error) {
@@ -183,6 +187,7 @@ void JobProcess::start(const std::string& program, const std::vector<std::string
                                  exit.exit_code = WEXITSTATUS(status);
                                }
                                exit.stragglers = kill_session(s->pid);
+                               release_session_from_guard(s->pid);
                                s->running = false;
                                s->kill_timer.cancel();
                                auto handler = std::move(s->on_exit);

@@ -13,6 +13,9 @@
 // job outlives it. The destructor does the same at once. start() makes
 // the calling process a child subreaper (prctl), so that ranks orphaned by
 // a dying mpirun are reparented to it, not to init, and can be reaped.
+// Each job's session is announced to the launcher's session guard
+// (launcher/session_guard.h) before mpirun runs and released once it is
+// gone, so that it is ended even if the launcher is killed.
 #pragma once
 
 #include <sys/types.h>

@@ -18,11 +18,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -34,6 +36,7 @@
 #include "launcher/launch_spec.h"
 #include "launcher/report.h"
 #include "launcher/run_folder.h"
+#include "launcher/session_guard.h"
 #include "launcher/supervisor.h"
 #include "launcher/sweep_runner.h"
 #include "launcher/sweep_spec.h"
@@ -85,15 +88,30 @@ std::string absolute(const std::string& path) {
 
 // Two launchers on one folder would start two jobs writing the same
 // checkpoints. The lock (on the folder itself, so no file is left behind)
-// lasts as long as this process.
-void lock_run_folder(const std::string& dir) {
+// lasts as long as this process and its session guard, which holds it
+// until the jobs of a launcher killed outright are gone; a guard about to
+// exit is waited for, briefly.
+int lock_run_folder(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) throw UserError("cannot open run folder " + dir + ": " + std::strerror(errno));
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    ::close(fd);
-    throw UserError("another dptrain-launch is running in " + dir);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::close(fd);
+      throw UserError("another dptrain-launch is running in " + dir +
+                      " (or the job of one that was killed is still ending)");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   // Deliberately left open: closing it would release the lock.
+  return fd;
+}
+
+std::string self_exe() {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) throw std::runtime_error("cannot read /proc/self/exe: " + ec.message());
+  return self.string();
 }
 
 // Flags as given, so that `run --resume DIR` can refuse the others.
@@ -167,7 +185,8 @@ int run_subcommand(CLI::App& run, const RunFlags& f) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) throw UserError("cannot create run folder " + dir + ": " + ec.message());
-  lock_run_folder(dir);
+  const int lock = lock_run_folder(dir);
+  SessionGuard guard(self_exe(), lock, spec.stall_timeout_s(), launcher_log_path(dir));
   save_launch_spec(dir, spec);
   options.launch = spec;
   options.live = ::isatty(STDOUT_FILENO) != 0;
@@ -217,7 +236,8 @@ int sweep_subcommand(CLI::App& sweep, const SweepFlags& f) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) throw UserError("cannot create sweep folder " + dir + ": " + ec.message());
-  lock_run_folder(dir);
+  const int lock = lock_run_folder(dir);
+  SessionGuard guard(self_exe(), lock, options.spec.stall_timeout_s(), dir + "/launcher.log");
   if (f.resume.empty()) write_file_atomically(dir + "/sweep.textproto", to_text(options.spec));
   options.dir = dir;
   options.worker = find_worker();
@@ -328,6 +348,9 @@ int main(int argc, char** argv) {
     }
     return what;
   };
+  if (argc >= 2 && std::strcmp(argv[1], dptrain::launcher::kSessionGuardCommand) == 0) {
+    return dptrain::launcher::session_guard_main(argc, argv);
+  }
   try {
     return dptrain::launcher::launch_main(argc, argv);
   } catch (const dptrain::UserError& e) {

@@ -6,7 +6,8 @@
 // rank and a hung one are restarted from the last checkpoint (the hung
 // job's whole session killed), and a run stopped by SIGTERM and resumed
 // ends with the same weights as one never interrupted; a launcher killed
-// outright leaves no worker behind, and its run resumes.
+// outright leaves no worker behind (its session guard kills a stopped
+// one), and its run resumes.
 //
 // Every launcher started here is killed, with its jobs' sessions, when
 // the test ends, whatever the outcome; no time is asserted beyond
@@ -316,6 +317,22 @@ class LauncherE2e : public LauncherCli {
     }
     return launch(args + kSmall + kYield + extra, env() + more_env, run_dir);
   }
+  // The job in `run_dir`, once it runs: its mpirun's pid (0 if it never ran).
+  static pid_t running_job(const std::string& run_dir) {
+    std::smatch m;
+    const std::regex started("mpirun pid ([0-9]+)");
+    std::string log;
+    const bool ran = eventually([&] {
+      log = slurp(launcher::launcher_log_path(run_dir));
+      return log.find("starting -> running") != std::string::npos &&
+             std::regex_search(log, m, started);
+    });
+    return ran ? static_cast<pid_t>(std::stoi(m[1])) : 0;
+  }
+  // 600 steps without evaluations: a few seconds, long enough to stop mid-run.
+  const std::vector<std::string> longer_ = {"--set", "solver.epochs=30",
+                                            "--set", "solver.max_steps=600",
+                                            "--set", "runtime.eval_every_epochs=0"};
 };
 
 TEST_F(LauncherE2e, AConfigErrorOnlyTheWorkerSeesIsNotRestarted) {
@@ -393,22 +410,15 @@ TEST_F(LauncherE2e, AHungRankIsAStallItsWholeJobIsKilledAndRestarted) {
 }
 
 TEST_F(LauncherE2e, SigtermCheckpointsAndTheResumedRunEndsWithTheSameWeights) {
-  // Long enough (no evaluation, a few seconds) that the stop lands mid-run:
-  // the launcher signals as soon as the worker has said hello.
-  const std::vector<std::string> longer = {"--set", "solver.epochs=30",
-                                           "--set", "solver.max_steps=600",
-                                           "--set", "runtime.eval_every_epochs=0"};
+  // The launcher signals as soon as the worker has said hello.
   const std::string plain = dir_ / "plain", stopped = dir_ / "stopped";
-  auto a = train(plain, longer);
+  auto a = train(plain, longer_);
   ASSERT_EQ(a->wait(), 0) << a->err();
   {
     LauncherProcess p(std::vector<std::string>{"run", "--np", "2", "--run-dir", stopped, kConfig} +
-                          kSmall + kYield + longer,
+                          kSmall + kYield + longer_,
                       dir_.path(), env(), stopped);
-    ASSERT_TRUE(eventually([&] {
-      return slurp(launcher::launcher_log_path(stopped)).find("starting -> running") !=
-             std::string::npos;
-    }));
+    ASSERT_GT(running_job(stopped), 0) << "the job never ran";
     p.signal(SIGTERM);
     ASSERT_EQ(p.wait(), 75) << p.err() << slurp(stopped + "/worker.log");
     EXPECT_EQ(summary(stopped).state(), "preempted");
@@ -426,25 +436,16 @@ TEST_F(LauncherE2e, SigtermCheckpointsAndTheResumedRunEndsWithTheSameWeights) {
 }
 
 TEST_F(LauncherE2e, AKilledLauncherLeavesNoWorkerAndItsRunResumes) {
-  const std::vector<std::string> longer = {"--set", "solver.epochs=30",
-                                           "--set", "solver.max_steps=600",
-                                           "--set", "runtime.eval_every_epochs=0"};
   const std::string plain = dir_ / "plain", orphaned = dir_ / "orphaned";
-  auto a = train(plain, longer);
+  auto a = train(plain, longer_);
   ASSERT_EQ(a->wait(), 0) << a->err();
   pid_t mpirun = 0;
   {
     LauncherProcess p(std::vector<std::string>{"run", "--np", "2", "--run-dir", orphaned, kConfig} +
-                          kSmall + kYield + longer,
+                          kSmall + kYield + longer_,
                       dir_.path(), env(), orphaned);
-    std::smatch m;
-    const std::regex started("mpirun pid ([0-9]+)");
-    ASSERT_TRUE(eventually([&] {
-      const std::string log = slurp(launcher::launcher_log_path(orphaned));
-      if (log.find("starting -> running") == std::string::npos) return false;
-      return std::regex_search(log, m, started);
-    }));
-    mpirun = static_cast<pid_t>(std::stoi(m[1]));
+    mpirun = running_job(orphaned);
+    ASSERT_GT(mpirun, 0) << "the job never ran";
     p.signal(SIGKILL);
     EXPECT_EQ(p.wait(), 128 + SIGKILL);
     // The workers see the channel close, checkpoint and exit.
@@ -460,6 +461,40 @@ TEST_F(LauncherE2e, AKilledLauncherLeavesNoWorkerAndItsRunResumes) {
   const auto diff = run_command(kWorker + " diff-weights " + plain + "/final_weights " + orphaned +
                                 "/final_weights --tolerance 0");
   EXPECT_EQ(diff.exit_code, 0) << diff.output;
+}
+
+TEST_F(LauncherE2e, AStoppedRankOfAKilledLauncherIsKilledByItsSessionGuard) {
+  // The stopped rank never sees the channel close, and mpirun waits for
+  // it; the guard ends the job once the grace (the stall timeout) is over.
+  const std::string run_dir = dir_ / "stopped";
+  pid_t mpirun = 0;
+  {
+    LauncherProcess p(std::vector<std::string>{"run", "--np", "2", "--run-dir", run_dir, kConfig,
+                                               "--stall-timeout", "2"} +
+                          kSmall + kYield + longer_,
+                      dir_.path(), env(), run_dir);
+    mpirun = running_job(run_dir);
+    ASSERT_GT(mpirun, 0) << "the job never ran";
+    pid_t rank = 0;
+    for (pid_t pid : launcher::session_processes(mpirun)) {
+      if (slurp("/proc/" + std::to_string(pid) + "/comm") == "dptrain\n") rank = pid;
+    }
+    ASSERT_GT(rank, 0) << "no rank in job session " << mpirun;
+    ::kill(rank, SIGSTOP);
+    p.signal(SIGKILL);
+    EXPECT_EQ(p.wait(), 128 + SIGKILL);
+    EXPECT_TRUE(eventually([&] { return launcher::session_processes(mpirun).empty(); },
+                           std::chrono::seconds(30)))
+        << "a stopped rank outlived its launcher\n"
+        << slurp(run_dir + "/worker.log");
+  }
+  EXPECT_THAT(slurp(launcher::launcher_log_path(run_dir)),
+              HasSubstr("session guard: the launcher is gone and job session " +
+                        std::to_string(mpirun) + " had not ended 2 s later; killing it"));
+  // The guard released the folder: the run resumes and finishes.
+  LauncherProcess resumed({"run", "--resume", run_dir}, dir_.path(), env(), run_dir);
+  ASSERT_EQ(resumed.wait(), 0) << resumed.err() << slurp(run_dir + "/worker.log");
+  EXPECT_EQ(summary(run_dir).last_step(), 600);
 }
 
 // What a person sees on a terminal: one status line rewritten in place
