@@ -38,7 +38,14 @@ void write_file_atomically(const std::string& path, const std::string& bytes,
     ::unlink(tmp.c_str());
     throw UserError("cannot flush " + tmp + ": " + std::strerror(err));
   }
-  if (before_rename) before_rename();
+  if (before_rename) {
+    try {
+      before_rename();
+    } catch (...) {
+      ::unlink(tmp.c_str());
+      throw;
+    }
+  }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());

@@ -12,7 +12,8 @@ namespace dptrain {
 
 // Temp file (path + ".tmp"), fsync, rename, fsync of the folder: once it
 // returns the file is durable under its name. `before_rename` runs between
-// the flush and the rename (a fault point for tests).
+// the flush and the rename (a fault point for tests). Whatever fails, or
+// throws from `before_rename`, leaves no temporary behind.
 void write_file_atomically(const std::string& path, const std::string& bytes,
                            const std::function<void()>& before_rename = {});
 std::string read_file(const std::string& path);
