@@ -3,9 +3,11 @@
 // batches of real data decoded beforehand.
 //
 //   OMP_NUM_THREADS=2 build/benchmarks/bench_train_step configs/lenet5_fmnist.textproto
-//       [more configs] [--benchmark_repetitions=3 ...]
+//       [more configs] [--bf16] [--benchmark_repetitions=3 ...]
 //
-// Batch size is the config's (data.batch_size, one process).
+// Batch size is the config's (data.batch_size, one process); the
+// precision is the config's, and with --bf16 each config runs in FP32 and
+// in BF16 one after the other.
 #include <omp.h>
 
 #include <cstdio>
@@ -30,7 +32,8 @@ void train_step(benchmark::State& state, const TrainSpec& spec) {
   data_spec.set_test_limit(1);
   const DatasetSplits data = load_dataset(data_spec, spec.seed());
   const int batch = data_spec.batch_size();
-  Net net(spec.net(), {batch, data.train.channels, data.train.height, data.train.width}, spec.seed());
+  Net net(spec.net(), {batch, data.train.channels, data.train.height, data.train.width},
+          spec.seed(), nullptr, Net::BlobMemory::kReuse, 1, spec.precision());
   auto optimizer = Optimizer::create(spec.solver(), net.params().size());
 
   // Decode every batch up front so the loop measures compute only.
@@ -69,14 +72,32 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: bench_train_step CONFIG... [--benchmark_* flags]\n");
     return 2;
   }
+  std::vector<std::string> configs;
+  bool both = false;
   for (int i = 1; i < argc; ++i) {
-    const dptrain::TrainSpec spec = dptrain::load_train_spec(argv[i]);
-    const std::string name = spec.name().empty() ? argv[i] : spec.name();
-    benchmark::RegisterBenchmark(("train_step/" + name).c_str(),
-                                 [spec](benchmark::State& s) { dptrain::train_step(s, spec); })
-        ->MinTime(3.0)
-        ->UseRealTime()
-        ->Unit(benchmark::kMillisecond);
+    if (std::string(argv[i]) == "--bf16") {
+      both = true;
+    } else {
+      configs.push_back(argv[i]);
+    }
+  }
+  for (const std::string& path : configs) {
+    const dptrain::TrainSpec config = dptrain::load_train_spec(path);
+    std::vector<dptrain::TrainSpec> specs = {config};
+    if (both) {
+      specs[0].set_precision(dptrain::FP32);
+      specs.push_back(config);
+      specs[1].set_precision(dptrain::BF16);
+    }
+    for (const dptrain::TrainSpec& spec : specs) {
+      const std::string name = (spec.name().empty() ? path : spec.name()) +
+                               (spec.precision() == dptrain::BF16 ? "/bf16" : "");
+      benchmark::RegisterBenchmark(("train_step/" + name).c_str(),
+                                   [spec](benchmark::State& s) { dptrain::train_step(s, spec); })
+          ->MinTime(3.0)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
   }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

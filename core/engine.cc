@@ -20,6 +20,12 @@ bool has_avx512_core() {
   return (isa & avx512) == avx512;
 }
 
+bool has_bf16() {
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const auto bf16 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
+  return (isa & bf16) == bf16;
+}
+
 std::string effective_isa_name() {
   using dnnl::cpu_isa;
   // The most capable first: each ISA's bits include those below it.

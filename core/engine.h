@@ -14,6 +14,8 @@ dnnl::stream& cpu_stream();
 // Whether oneDNN runs AVX-512 kernels here (its ISA query, which honours
 // ONEDNN_MAX_CPU_ISA).
 bool has_avx512_core();
+// Whether oneDNN runs bf16 kernels natively here (AVX512-BF16 or AMX).
+bool has_bf16();
 
 // For the record of where a run ran: the ISA oneDNN dispatches to
 // ("avx512_core_amx", "avx2", ...), oneDNN's version ("2.6.0"), and the

@@ -91,8 +91,9 @@ WeightsFile load_weights(const std::string& path) {
     int64_t count = 1;
     for (int64_t d : t.dims()) count *= d;
     if (count < 0 || t.data().size() != static_cast<size_t>(count) * sizeof(float)) {
-      throw UserError(path + ": tensor '" + t.name() + "' holds " + std::to_string(t.data().size()) +
-                      " bytes, its shape needs " + std::to_string(count * 4) + " (damaged file)");
+      throw UserError(path + ": tensor '" + t.name() + "' holds " +
+                      std::to_string(t.data().size()) + " bytes, its shape needs " +
+                      std::to_string(count * 4) + " (damaged file)");
     }
   }
   return weights;

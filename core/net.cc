@@ -218,10 +218,17 @@ size_t place(std::vector<Lifetime>& buffers, std::vector<size_t>& offsets) {
 }  // namespace
 
 Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t seed,
-         ReplicaReducer* replica_reducer, BlobMemory memory, int ranks_on_host)
+         ReplicaReducer* replica_reducer, BlobMemory memory, int ranks_on_host, Precision precision)
     : input_dims_(input_dims) {
   using tag = dnnl::memory::format_tag;
   using dt = dnnl::memory::data_type;
+  if (precision == BF16) {
+    if (!has_bf16()) {
+      throw UserError("precision: BF16 needs a CPU with AVX512-BF16 or AMX; oneDNN runs " +
+                      effective_isa_name() + " here (use precision: FP32)");
+    }
+    state_.compute_type = dt::bf16;
+  }
   state_.seed = seed;
   state_.valid = input_dims[0];
   state_.replica_reducer = replica_reducer;

@@ -36,9 +36,10 @@ class Net {
   // input_dims: {N, C, H, W} of the batch one replica sees.
   // ranks_on_host: the processes sharing this host's memory, each with a
   // net like this one (the memory check gives each its share).
+  // precision BF16 needs has_bf16() (UserError otherwise).
   Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t seed,
       ReplicaReducer* replica_reducer = nullptr, BlobMemory memory = BlobMemory::kReuse,
-      int ranks_on_host = 1);
+      int ranks_on_host = 1, Precision precision = FP32);
 
   // Points the inputs at a batch (NCHW floats, N labels); only the first
   // `valid` samples count in the loss and the metrics.

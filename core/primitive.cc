@@ -18,9 +18,8 @@ BoundPrimitive::BoundPrimitive(dnnl::primitive primitive,
 }
 
 void BoundPrimitive::run() const {
-  dnnl_status_t status =
-      dnnl_primitive_execute(primitive_.get(), cpu_stream().get(), static_cast<int>(args_.size()),
-                             args_.data());
+  dnnl_status_t status = dnnl_primitive_execute(primitive_.get(), cpu_stream().get(),
+                                                static_cast<int>(args_.size()), args_.data());
   if (status != dnnl_success) {
     throw dnnl::error(status, "could not execute a primitive");
   }
@@ -29,10 +28,10 @@ void BoundPrimitive::run() const {
 BoundPrimitive make_reorder(const dnnl::memory& from, const dnnl::memory& to) {
   dnnl::reorder::primitive_desc pd(from, to, default_attr());
   dnnl::memory scratch;
-  if (pd.scratchpad_desc().get_size() > 0) scratch = dnnl::memory(pd.scratchpad_desc(), cpu_engine());
-  return BoundPrimitive(dnnl::reorder(pd), {{DNNL_ARG_FROM, from},
-                                            {DNNL_ARG_TO, to},
-                                            {DNNL_ARG_SCRATCHPAD, scratch}});
+  if (pd.scratchpad_desc().get_size() > 0)
+    scratch = dnnl::memory(pd.scratchpad_desc(), cpu_engine());
+  return BoundPrimitive(dnnl::reorder(pd),
+                        {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}, {DNNL_ARG_SCRATCHPAD, scratch}});
 }
 
 Relayout Relayout::input(const dnnl::memory& from, const dnnl::memory::desc& want) {
@@ -63,10 +62,19 @@ dnnl::primitive_attr default_attr() {
   return attr;
 }
 
-dnnl::memory::desc plain_desc(const dnnl::memory::dims& dims) {
+dnnl::memory::desc plain_desc(const dnnl::memory::dims& dims, dnnl::memory::data_type type) {
   dnnl::memory::dims strides(dims.size(), 1);
   for (size_t i = dims.size() - 1; i-- > 0;) strides[i] = strides[i + 1] * dims[i + 1];
-  return dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
+  return dnnl::memory::desc(dims, type, strides);
+}
+
+dnnl::memory::desc with_type(const dnnl::memory::desc& md, dnnl::memory::data_type type) {
+  if (md.data_type() == type || md.data.format_kind != dnnl_blocked) return md;
+  dnnl::memory::desc out = md;
+  // Blocking strides count elements, so the layout carries over as it is.
+  out.data.data_type = static_cast<dnnl_data_type_t>(type);
+  out.data.extra = dnnl_memory_extra_desc_t{};
+  return out;
 }
 
 std::string layout_name(const dnnl::memory::desc& md) {

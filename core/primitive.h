@@ -80,8 +80,12 @@ PD first_fast(Make&&... candidates) {
   return chosen;
 }
 
-// The plain (row-major) f32 layout of `dims`, for any rank.
-dnnl::memory::desc plain_desc(const dnnl::memory::dims& dims);
+// The plain (row-major) layout of `dims`, for any rank.
+dnnl::memory::desc plain_desc(const dnnl::memory::dims& dims,
+                              dnnl::memory::data_type type = dnnl::memory::data_type::f32);
+// `md`'s layout with elements of another type (fp32 master weights laid
+// out like their bf16 copies).
+dnnl::memory::desc with_type(const dnnl::memory::desc& md, dnnl::memory::data_type type);
 
 // Short layout name for logs, e.g. "nchw", "nChw8c", "OIhw8i8o".
 std::string layout_name(const dnnl::memory::desc& md);

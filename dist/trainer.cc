@@ -177,7 +177,7 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
   s.replica_reducer = std::make_unique<MpiReplicaReducer>(comm);
   s.net = std::make_unique<Net>(
       spec.net(), dnnl::memory::dims{b, train.channels, train.height, train.width}, spec.seed(),
-      s.replica_reducer.get(), Net::BlobMemory::kReuse, comm.local_size());
+      s.replica_reducer.get(), Net::BlobMemory::kReuse, comm.local_size(), spec.precision());
   // Micro-batch gradients are summed: each carries 1/k of the step's mean.
   s.net->state().loss_scale = 1.f / static_cast<float>(accumulate);
   if (s.net->loss_layer().classes() != train.classes) {

@@ -151,7 +151,8 @@ void JobProcess::start(const std::string& program, const std::vector<std::string
   }
 
   bp::environment environment = boost::this_process::environment();
-  for (const auto& [name, value] : env) environment[name] = value;
+  // set(), not operator[]: Boost 1.74's find() reads past the end of shorter entries.
+  for (const auto& [name, value] : env) environment.set(name, value);
 
   auto state = std::make_shared<State>(io_);
   std::weak_ptr<State> weak = state;

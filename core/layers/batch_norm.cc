@@ -127,6 +127,11 @@ class BatchNormLayer : public Layer {
       throw UserError(error_prefix() + "batch_norm.momentum must be in [0, 1]");
     }
     sync_ = p.sync();
+    if (sync_ && bottom.desc().data_type() != dt::f32) {
+      throw UserError(error_prefix() +
+                      "batch_norm.sync runs on f32 activations only "
+                      "(precision: FP32)");
+    }
     ReplicaReducer* reducer = ctx.state().replica_reducer;
     if (sync_ && reducer != nullptr && reducer->replicas() > 1) reducer_ = reducer;
 

@@ -68,7 +68,10 @@ class ConcatLayer : public Layer {
     } catch (const dnnl::error&) {
       pd = {};
     }
-    if (!pd) pd = dnnl::concat::primitive_desc(plain_desc(out), 1, srcs, eng, default_attr());
+    if (!pd) {
+      pd = dnnl::concat::primitive_desc(plain_desc(out, srcs[0].data_type()), 1, srcs, eng,
+                                        default_attr());
+    }
 
     ctx.define_top(top, pd.dst_desc());
     std::vector<std::pair<int, memory>> args;

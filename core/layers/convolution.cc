@@ -32,8 +32,7 @@ class ConvolutionLayer : public WeightedLayer {
     }
     if (g <= 0 || ic % g != 0 || oc % g != 0) {
       throw UserError(error_prefix() + "group " + std::to_string(g) + " must divide the " +
-                      std::to_string(ic) + " input and " + std::to_string(oc) +
-                      " output channels");
+                      std::to_string(ic) + " input and " + std::to_string(oc) + " output channels");
     }
     const int64_t span = (k - 1) * dil + 1;
     if (ih + 2 * pad < span || iw + 2 * pad < span) {
@@ -48,9 +47,13 @@ class ConvolutionLayer : public WeightedLayer {
     const memory::dims pad_r{(oh - 1) * s + span - ih - pad, (ow - 1) * s + span - iw - pad};
     const memory::dims wdims =
         g > 1 ? memory::dims{g, oc / g, ic / g, k, k} : memory::dims{oc, ic, k, k};
-    const memory::desc any_src({n, ic, ih, iw}, dt::f32, tag::any);
-    const memory::desc any_dst({n, oc, oh, ow}, dt::f32, tag::any);
-    const memory::desc any_w(wdims, dt::f32, tag::any);
+    const dt act = ctx.state().compute_type;
+    const memory::desc any_src({n, ic, ih, iw}, act, tag::any);
+    const memory::desc any_dst({n, oc, oh, ow}, act, tag::any);
+    const memory::desc any_w(wdims, act, tag::any);
+    // Weight gradients are f32 whatever the activations: they are reduced
+    // and applied to the f32 master weights.
+    const memory::desc any_dw(wdims, dt::f32, tag::any);
     const memory::desc b = p.bias() ? memory::desc({oc}, dt::f32, tag::a) : memory::desc();
     const auto algo = dnnl::algorithm::convolution_direct;
     const auto attr = forward_attr();
@@ -61,8 +64,8 @@ class ConvolutionLayer : public WeightedLayer {
     using Fwd = dnnl::convolution_forward;
     auto fwd_with = [&](const memory::desc& src) {
       return [&, src] {
-        return Fwd::primitive_desc({dnnl::prop_kind::forward_training, algo, src, any_w, b,
-                                    any_dst, strides, dilates, pad_l, pad_r},
+        return Fwd::primitive_desc({dnnl::prop_kind::forward_training, algo, src, any_w, b, any_dst,
+                                    strides, dilates, pad_l, pad_r},
                                    attr, eng);
       };
     };
@@ -80,16 +83,17 @@ class ConvolutionLayer : public WeightedLayer {
     // AVX-512's blocked kernel is fast for them too, and reading the
     // gradient in the forward's layout saves a reorder (LeNet's step 14%
     // faster than through channels-last, convbn's 6%).
-    const memory::desc nhwc_src({n, ic, ih, iw}, dt::f32, tag::nhwc);
-    const memory::desc nhwc_dst({n, oc, oh, ow}, dt::f32, tag::nhwc);
+    const memory::desc nhwc_src({n, ic, ih, iw}, act, tag::nhwc);
+    const memory::desc nhwc_dst({n, oc, oh, ow}, act, tag::nhwc);
     const bool few_channels = ic / g < 8 && !has_avx512_core();
-    const auto bww = few_channels
-        ? first_fast<Bww::primitive_desc>(bww_with(nhwc_src, any_w, nhwc_dst),
-                                          bww_with(fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc()),
-                                          bww_with(any_src, any_w, any_dst))
-        : first_fast<Bww::primitive_desc>(
-              bww_with(fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc()),
-              bww_with(any_src, any_w, any_dst));
+    const memory::desc fwd_dw = with_type(fwd.weights_desc(), dt::f32);
+    const auto bww =
+        few_channels
+            ? first_fast<Bww::primitive_desc>(bww_with(nhwc_src, any_dw, nhwc_dst),
+                                              bww_with(fwd.src_desc(), fwd_dw, fwd.dst_desc()),
+                                              bww_with(any_src, any_dw, any_dst))
+            : first_fast<Bww::primitive_desc>(bww_with(fwd.src_desc(), fwd_dw, fwd.dst_desc()),
+                                              bww_with(any_src, any_dw, any_dst));
 
     dnnl::primitive_desc bwd;
     if (bottom.needs_grad) {
@@ -103,8 +107,7 @@ class ConvolutionLayer : public WeightedLayer {
       bwd = first_fast<Bwd::primitive_desc>(bwd_with(bottom.desc(), fwd.dst_desc()),
                                             bwd_with(any_src, any_dst));
     }
-    const ParamInit init{ParamInit::Kind::kRandom, p.weight_init(), ic / g * k * k,
-                         oc / g * k * k};
+    const ParamInit init{ParamInit::Kind::kRandom, p.weight_init(), ic / g * k * k, oc / g * k * k};
     bind(bottom, top, ctx, {fwd, bww, bwd}, {wdims, dt::f32, g > 1 ? tag::goihw : tag::oihw},
          {oc, ic / g, k, k}, init, p.bias());
   }

@@ -48,6 +48,9 @@ class DropoutLayer : public Layer {
                       std::to_string(ratio_));
     }
     bottom_ = bottoms[0];
+    if (bottom_->desc().data_type() != dnnl::memory::data_type::f32) {
+      throw UserError(error_prefix() + "runs on f32 activations only (precision: FP32)");
+    }
     top_ = top;
     state_ = &ctx.state();
     ctx.define_top(top, bottom_->desc());

@@ -27,9 +27,10 @@ class FlattenLayer : public Layer {
     }
     int64_t features = 1;
     for (size_t i = 1; i < in.size(); ++i) features *= in[i];
-    ctx.define_top(top, plain_desc({in[0], features}));
+    const memory::data_type type = bottom.desc().data_type();
+    ctx.define_top(top, plain_desc({in[0], features}, type));
     // The top's storage seen with the bottom's dims.
-    const memory::desc unflat = plain_desc(in);
+    const memory::desc unflat = plain_desc(in, type);
     forward_ = make_reorder(bottom.data, ctx.view(top->data, unflat));
     if (bottom.needs_grad) backward_ = make_reorder(ctx.view(top->diff, unflat), bottom.diff);
     describe_ = "reorder " + layout_name(bottom.desc()) + " -> " + layout_name(unflat);

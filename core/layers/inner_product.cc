@@ -38,9 +38,11 @@ class InnerProductLayer : public WeightedLayer {
     }
     memory::dims wdims = in;
     wdims[0] = oc;
-    const memory::desc any_src(in, dt::f32, tag::any);
-    const memory::desc any_w(wdims, dt::f32, tag::any);
-    const memory::desc any_dst({in[0], oc}, dt::f32, tag::any);
+    const dt act = ctx.state().compute_type;
+    const memory::desc any_src(in, act, tag::any);
+    const memory::desc any_w(wdims, act, tag::any);
+    const memory::desc any_dw(wdims, dt::f32, tag::any);  // f32, as the master weights
+    const memory::desc any_dst({in[0], oc}, act, tag::any);
     const memory::desc b = p.bias() ? memory::desc({oc}, dt::f32, tag::a) : memory::desc();
     const auto attr = forward_attr();
     auto& eng = cpu_engine();
@@ -61,8 +63,8 @@ class InnerProductLayer : public WeightedLayer {
       };
     };
     const auto bww = first_fast<Bww::primitive_desc>(
-        bww_with(fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc()),
-        bww_with(any_src, any_w, any_dst));
+        bww_with(fwd.src_desc(), with_type(fwd.weights_desc(), dt::f32), fwd.dst_desc()),
+        bww_with(any_src, any_dw, any_dst));
 
     dnnl::primitive_desc bwd;
     if (bottom.needs_grad) {

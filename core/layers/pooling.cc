@@ -26,8 +26,9 @@ class PoolingLayer : public Layer {
     if (pad * 2 > k) throw UserError(error_prefix() + "pad must be at most half the kernel");
     const memory::dims in = bottom.dims();
     if (in[2] + 2 * pad < k || in[3] + 2 * pad < k) {
-      throw UserError(error_prefix() + "kernel " + std::to_string(k) + " is larger than the input " +
-                      std::to_string(in[2]) + "x" + std::to_string(in[3]));
+      throw UserError(error_prefix() + "kernel " + std::to_string(k) +
+                      " is larger than the input " + std::to_string(in[2]) + "x" +
+                      std::to_string(in[3]));
     }
     const int64_t oh = (in[2] + 2 * pad - k) / s + 1, ow = (in[3] + 2 * pad - k) / s + 1;
     const memory::dims pad_r{(oh - 1) * s + k - in[2] - pad, (ow - 1) * s + k - in[3] - pad};
@@ -36,12 +37,17 @@ class PoolingLayer : public Layer {
       algo = p.exclude_padding() ? dnnl::algorithm::pooling_avg_exclude_padding
                                  : dnnl::algorithm::pooling_avg_include_padding;
     }
-    const memory::desc dst_any({in[0], in[1], oh, ow}, memory::data_type::f32,
+    const memory::desc dst_any({in[0], in[1], oh, ow}, bottom.desc().data_type(),
                                memory::format_tag::any);
-    dnnl::pooling_forward::primitive_desc fwd_pd(
-        {dnnl::prop_kind::forward_training, algo, bottom.desc(), dst_any, {s, s}, {k, k},
-         {pad, pad}, pad_r},
-        default_attr(), cpu_engine());
+    dnnl::pooling_forward::primitive_desc fwd_pd({dnnl::prop_kind::forward_training,
+                                                  algo,
+                                                  bottom.desc(),
+                                                  dst_any,
+                                                  {s, s},
+                                                  {k, k},
+                                                  {pad, pad},
+                                                  pad_r},
+                                                 default_attr(), cpu_engine());
     ctx.define_top(top, fwd_pd.dst_desc());
     if (algo == dnnl::algorithm::pooling_max) {
       workspace_ = memory(fwd_pd.workspace_desc(), cpu_engine());

@@ -47,7 +47,8 @@ std::vector<std::string> layer_types() {
 
 std::unique_ptr<Layer> create_layer(const LayerSpec& spec) {
   auto it = registry().find(spec.type());
-  if (it == registry().end() || (spec.type() == "Split" && spec.name().find('/') == std::string::npos)) {
+  if (it == registry().end() ||
+      (spec.type() == "Split" && spec.name().find('/') == std::string::npos)) {
     std::string known;
     for (const auto& name : layer_types()) known += (known.empty() ? "" : ", ") + name;
     throw UserError("layer '" + spec.name() + "': unknown type '" + spec.type() +

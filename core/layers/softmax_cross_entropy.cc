@@ -24,7 +24,8 @@ class SoftmaxCrossEntropyLayer : public LossLayer {
     Blob& logits = *bottoms[0];
     check_rank(logits, {2});
     if (bottoms[1]->name != "label") {
-      throw UserError(error_prefix() + "second bottom must be 'label', not '" + bottoms[1]->name + "'");
+      throw UserError(error_prefix() + "second bottom must be 'label', not '" + bottoms[1]->name +
+                      "'");
     }
     smoothing_ = spec_.loss().label_smoothing();
     if (smoothing_ < 0.f || smoothing_ >= 1.f) {

@@ -26,8 +26,13 @@ void WeightedLayer::bind(Blob& bottom, Blob* top, SetupContext& ctx, const Primi
                          const memory::desc& weights_plain, const memory::dims& export_dims,
                          const ParamInit& init, bool bias) {
   const auto& fwd = pds.forward;
-  weights_ = ctx.add_param("weight", weights_plain, fwd.weights_desc(), export_dims, init);
+  // The master weights are f32 in the forward's layout; with bf16
+  // activations the primitives read a bf16 copy, refreshed each forward.
+  weights_ =
+      ctx.add_param("weight", weights_plain, with_type(fwd.weights_desc(), memory::data_type::f32),
+                    export_dims, init);
   params_.push_back(weights_);
+  fwd_weights_ = Relayout::input(weights_->value, fwd.weights_desc());
   if (bias) {
     bias_ = ctx.add_param("bias", fwd.weights_desc(1), fwd.weights_desc(1), {export_dims[0]}, {});
     params_.push_back(bias_);
@@ -35,7 +40,7 @@ void WeightedLayer::bind(Blob& bottom, Blob* top, SetupContext& ctx, const Primi
   ctx.define_top(top, fwd.dst_desc());
   src_ = Relayout::input(bottom.data, fwd.src_desc());
   forward_ = BoundPrimitive(dnnl::primitive(fwd), {{DNNL_ARG_SRC, src_.memory()},
-                                                   {DNNL_ARG_WEIGHTS, weights_->value},
+                                                   {DNNL_ARG_WEIGHTS, fwd_weights_.memory()},
                                                    {DNNL_ARG_BIAS, bias ? bias_->value : memory()},
                                                    {DNNL_ARG_DST, top->data},
                                                    {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(fwd)}});
@@ -52,39 +57,40 @@ void WeightedLayer::bind(Blob& bottom, Blob* top, SetupContext& ctx, const Primi
     dnnl::eltwise_backward::primitive_desc pd(
         {activation_->backward, md, md, activation_->alpha, 0.f}, default_attr(), cpu_engine(),
         hint);
-    activation_backward_ = BoundPrimitive(dnnl::eltwise_backward(pd),
-                                          {{DNNL_ARG_DST, top->data},
-                                           {DNNL_ARG_DIFF_DST, top->diff},
-                                           {DNNL_ARG_DIFF_SRC, top->diff},
-                                           {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd)}});
+    activation_backward_ =
+        BoundPrimitive(dnnl::eltwise_backward(pd), {{DNNL_ARG_DST, top->data},
+                                                    {DNNL_ARG_DIFF_DST, top->diff},
+                                                    {DNNL_ARG_DIFF_SRC, top->diff},
+                                                    {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd)}});
   }
 
   const auto& bww = pds.backward_weights;
   bww_src_ = Relayout::input(src_.memory(), bww.src_desc());
   bww_diff_dst_ = Relayout::input(top->diff, bww.diff_dst_desc());
   diff_weights_ = Relayout::output(bww.diff_weights_desc(), weights_->grad);
-  backward_weights_ = BoundPrimitive(dnnl::primitive(bww),
-                                     {{DNNL_ARG_SRC, bww_src_.memory()},
-                                      {DNNL_ARG_DIFF_DST, bww_diff_dst_.memory()},
-                                      {DNNL_ARG_DIFF_WEIGHTS, diff_weights_.memory()},
-                                      {DNNL_ARG_DIFF_BIAS, bias ? bias_->grad : memory()},
-                                      {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bww)}});
+  backward_weights_ =
+      BoundPrimitive(dnnl::primitive(bww), {{DNNL_ARG_SRC, bww_src_.memory()},
+                                            {DNNL_ARG_DIFF_DST, bww_diff_dst_.memory()},
+                                            {DNNL_ARG_DIFF_WEIGHTS, diff_weights_.memory()},
+                                            {DNNL_ARG_DIFF_BIAS, bias ? bias_->grad : memory()},
+                                            {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bww)}});
   describe_ += " bwd_w " + std::string(bww.impl_info_str());
 
   const auto& bwd = pds.backward_data;
   if (!bwd) return;
-  bwd_weights_ = Relayout::input(weights_->value, bwd.weights_desc());
+  bwd_weights_ = Relayout::input(fwd_weights_.memory(), bwd.weights_desc());
   bwd_diff_dst_ = Relayout::input(top->diff, bwd.diff_dst_desc());
   diff_src_ = Relayout::output(bwd.diff_src_desc(), bottom.diff);
-  backward_data_ = BoundPrimitive(dnnl::primitive(bwd),
-                                  {{DNNL_ARG_DIFF_DST, bwd_diff_dst_.memory()},
-                                   {DNNL_ARG_WEIGHTS, bwd_weights_.memory()},
-                                   {DNNL_ARG_DIFF_SRC, diff_src_.memory()},
-                                   {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bwd)}});
+  backward_data_ =
+      BoundPrimitive(dnnl::primitive(bwd), {{DNNL_ARG_DIFF_DST, bwd_diff_dst_.memory()},
+                                            {DNNL_ARG_WEIGHTS, bwd_weights_.memory()},
+                                            {DNNL_ARG_DIFF_SRC, diff_src_.memory()},
+                                            {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bwd)}});
   describe_ += " bwd_d " + std::string(bwd.impl_info_str());
 }
 
 void WeightedLayer::forward(bool) {
+  fwd_weights_.run();
   src_.run();
   forward_.run();
 }

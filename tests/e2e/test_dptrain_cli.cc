@@ -158,6 +158,18 @@ INSTANTIATE_TEST_SUITE_P(
                   "data.class_names has 1 names but the dataset has"}),
     [](const ::testing::TestParamInfo<ErrorCase>& p) { return p.param.name; });
 
+TEST(DptrainCli, Bf16OnACpuWithoutItIsRefusedAtStart) {
+  // oneDNN dispatches to no more than ONEDNN_MAX_CPU_ISA, so any CPU can
+  // play one without bf16.
+  TempDir dir;
+  const auto r = run_command("ONEDNN_MAX_CPU_ISA=AVX512_CORE " + kBin + " train " +
+                             write_config(dir, kSmallNet) + " --run-dir " + (dir / "run") +
+                             " --set precision=BF16");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("dptrain: precision: BF16 needs a CPU with AVX512-BF16 or AMX"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "run/final_weights"));
+}
+
 TEST(DptrainCli, RefusesToOverwriteARun) {
   TempDir dir;
   const std::string config = write_config(dir, kSmallNet);

@@ -68,7 +68,8 @@ TEST(CheckpointWriterTest, WritesEachInTurnKeepsTheNewestAndReportsEachOnce) {
     last = writer.flush();
   }
   EXPECT_EQ(last, (dir.path() / checkpoint_file_name(20)).string());
-  EXPECT_EQ(read_checkpoint(last).weights().tensor(0).data(), at_step(20).weights().tensor(0).data());
+  EXPECT_EQ(read_checkpoint(last).weights().tensor(0).data(),
+            at_step(20).weights().tensor(0).data());
   EXPECT_THAT(names(dir.path().string()),
               ::testing::ElementsAre("LATEST", checkpoint_file_name(19), checkpoint_file_name(20)));
   EXPECT_EQ(read_file(dir / "LATEST"), checkpoint_file_name(20) + "\n");
@@ -88,7 +89,8 @@ TEST(CheckpointWriterTest, AFailedWriteIsReportedAndKeepsThePrevious) {
   EXPECT_EQ(writer.flush(), (dir.path() / checkpoint_file_name(1)).string());
   writer.write(at_step(2));
   EXPECT_EQ(writer.flush(), "") << "the last one failed";
-  EXPECT_THAT(names(dir.path().string()), ::testing::ElementsAre("LATEST", checkpoint_file_name(1)));
+  EXPECT_THAT(names(dir.path().string()),
+              ::testing::ElementsAre("LATEST", checkpoint_file_name(1)));
   EXPECT_EQ(read_file(dir / "LATEST"), checkpoint_file_name(1) + "\n");
   std::lock_guard lock(reports.mutex);
   ASSERT_EQ(reports.steps, (std::vector<int64_t>{1, 2}));
