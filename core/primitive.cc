@@ -68,6 +68,20 @@ dnnl::memory::desc plain_desc(const dnnl::memory::dims& dims, dnnl::memory::data
   return dnnl::memory::desc(dims, type, strides);
 }
 
+dnnl::memory::desc layout_like(const dnnl::memory::desc& like, const dnnl::memory::dims& dims) {
+  using tag = dnnl::memory::format_tag;
+  const auto type = like.data_type();
+  for (tag t : {tag::nchw, tag::nhwc, tag::nChw16c, tag::nChw8c, tag::nc}) {
+    if (like.dims().size() != dims.size()) break;
+    try {
+      if (dnnl::memory::desc(like.dims(), type, t) == like) return {dims, type, t};
+    } catch (const dnnl::error&) {
+      // a tag of another rank
+    }
+  }
+  return plain_desc(dims, type);
+}
+
 dnnl::memory::desc with_type(const dnnl::memory::desc& md, dnnl::memory::data_type type) {
   if (md.data_type() == type || md.data.format_kind != dnnl_blocked) return md;
   dnnl::memory::desc out = md;

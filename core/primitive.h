@@ -83,6 +83,11 @@ PD first_fast(Make&&... candidates) {
 // The plain (row-major) layout of `dims`, for any rank.
 dnnl::memory::desc plain_desc(const dnnl::memory::dims& dims,
                               dnnl::memory::data_type type = dnnl::memory::data_type::f32);
+// A tensor of `dims` (same rank) in the layout of `like` when that is one
+// of the common ones (plain, channels-last, channel-blocked by 8 or 16),
+// else plain: for layers whose inputs must share a layout to get a fast
+// kernel (sum, concat).
+dnnl::memory::desc layout_like(const dnnl::memory::desc& like, const dnnl::memory::dims& dims);
 // `md`'s layout with elements of another type (fp32 master weights laid
 // out like their bf16 copies).
 dnnl::memory::desc with_type(const dnnl::memory::desc& md, dnnl::memory::data_type type);

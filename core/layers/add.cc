@@ -35,14 +35,17 @@ class AddLayer : public Layer {
         throw UserError(error_prefix() + "bottoms must have the same shape, '" + first.name +
                         "' is " + shape_of(first) + " but '" + b->name + "' is " + shape_of(*b));
       }
-      srcs.push_back(b->desc());
+      // Bottoms in another layout than the first's are reordered to it:
+      // oneDNN sums mixed layouts with its reference kernel only.
+      inputs_.push_back(Relayout::input(b->data, first.desc()));
+      srcs.push_back(first.desc());
     }
     const std::vector<float> scales(bottoms.size(), 1.f);
     const dnnl::sum::primitive_desc pd(first.desc(), scales, srcs, cpu_engine(), default_attr());
     ctx.define_top(top, pd.dst_desc());
     std::vector<std::pair<int, memory>> args;
     for (size_t i = 0; i < bottoms.size(); ++i) {
-      args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), bottoms[i]->data);
+      args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), inputs_[i].memory());
     }
     args.emplace_back(DNNL_ARG_DST, top->data);
     args.emplace_back(DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd));
@@ -53,7 +56,10 @@ class AddLayer : public Layer {
     }
   }
 
-  void forward(bool) override { forward_.run(); }
+  void forward(bool) override {
+    for (const Relayout& input : inputs_) input.run();
+    forward_.run();
+  }
   void backward() override {
     for (const BoundPrimitive& copy : backward_) copy.run();
   }
@@ -62,6 +68,7 @@ class AddLayer : public Layer {
   bool backward_reads_top() const override { return false; }
 
  private:
+  std::vector<Relayout> inputs_;
   BoundPrimitive forward_;
   std::vector<BoundPrimitive> backward_;
   std::string describe_;

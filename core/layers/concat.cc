@@ -49,7 +49,10 @@ class ConcatLayer : public Layer {
       offset[1] = out[1];
       offsets.push_back(offset);
       out[1] += d[1];
-      srcs.push_back(b->desc());
+      // In the first bottom's layout: oneDNN concatenates mixed layouts
+      // with its reference kernel only.
+      inputs_.push_back(Relayout::input(b->data, layout_like(first.desc(), d)));
+      srcs.push_back(inputs_.back().memory().get_desc());
     }
 
     // The layout oneDNN derives from the inputs, if every slice of it can be
@@ -76,7 +79,7 @@ class ConcatLayer : public Layer {
     ctx.define_top(top, pd.dst_desc());
     std::vector<std::pair<int, memory>> args;
     for (size_t i = 0; i < bottoms.size(); ++i) {
-      args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), bottoms[i]->data);
+      args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), inputs_[i].memory());
     }
     args.emplace_back(DNNL_ARG_DST, top->data);
     args.emplace_back(DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd));
@@ -91,7 +94,10 @@ class ConcatLayer : public Layer {
     }
   }
 
-  void forward(bool) override { forward_.run(); }
+  void forward(bool) override {
+    for (const Relayout& input : inputs_) input.run();
+    forward_.run();
+  }
   void backward() override {
     for (const BoundPrimitive& copy : backward_) copy.run();
   }
@@ -100,6 +106,7 @@ class ConcatLayer : public Layer {
   bool backward_reads_top() const override { return false; }
 
  private:
+  std::vector<Relayout> inputs_;
   BoundPrimitive forward_;
   std::vector<BoundPrimitive> backward_;
   std::string describe_;
