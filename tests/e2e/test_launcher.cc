@@ -161,8 +161,9 @@ class LauncherCli : public ::testing::Test {
     p->wait();
     return p;
   }
-  void expect_user_error(const std::vector<std::string>& args, const std::string& what) {
-    auto p = launch(args);
+  void expect_user_error(const std::vector<std::string>& args, const std::string& what,
+                         const std::vector<std::string>& env = {}) {
+    auto p = launch(args, env);
     const std::string joined = ::testing::PrintToString(args);
     EXPECT_EQ(p->wait(), 2) << joined << "\n" << p->err();
     EXPECT_EQ(p->out(), "") << joined;
@@ -229,7 +230,10 @@ TEST_F(LauncherCli, RefusesAFolderThatHoldsALauncherRun) {
 class LauncherSignals : public LauncherCli {
  protected:
   std::vector<std::string> env() const {
-    return {"DPTRAIN_LAUNCH_MPIRUN=" + std::string(FAKE_MPIRUN)};
+    // The worker named is never run (the fake mpirun plays it), nor need
+    // it be built (the ThreadSanitizer build has none).
+    return {"DPTRAIN_LAUNCH_MPIRUN=" + std::string(FAKE_MPIRUN),
+            "DPTRAIN_LAUNCH_WORKER=" + std::string(FAKE_MPIRUN)};
   }
   std::vector<std::string> args(const std::string& plan) const {
     return {"run",
@@ -277,7 +281,7 @@ TEST_F(LauncherSignals, OneLauncherPerRunFolder) {
   LauncherProcess p(args("hello,step=1,wait-stop"), dir_.path(), env(), run_dir_);
   ASSERT_TRUE(eventually([&] { return logged("starting -> running"); }));
   expect_user_error({"run", "--resume", run_dir_},
-                    "another dptrain-launch is running in " + run_dir_);
+                    "another dptrain-launch is running in " + run_dir_, env());
   p.signal(SIGTERM);
   EXPECT_EQ(p.wait(), 75) << p.err();
 }
