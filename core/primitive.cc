@@ -71,8 +71,8 @@ dnnl::memory::desc plain_desc(const dnnl::memory::dims& dims, dnnl::memory::data
 dnnl::memory::desc layout_like(const dnnl::memory::desc& like, const dnnl::memory::dims& dims) {
   using tag = dnnl::memory::format_tag;
   const auto type = like.data_type();
+  if (like.dims().size() != dims.size()) return plain_desc(dims, type);
   for (tag t : {tag::nchw, tag::nhwc, tag::nChw16c, tag::nChw8c, tag::nc}) {
-    if (like.dims().size() != dims.size()) break;
     try {
       if (dnnl::memory::desc(like.dims(), type, t) == like) return {dims, type, t};
     } catch (const dnnl::error&) {

@@ -107,13 +107,6 @@ int lock_run_folder(const std::string& dir) {
   return fd;
 }
 
-std::string self_exe() {
-  std::error_code ec;
-  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec) throw std::runtime_error("cannot read /proc/self/exe: " + ec.message());
-  return self.string();
-}
-
 // Flags as given, so that `run --resume DIR` can refuse the others.
 // The report of a run or sweep that ended. Its results are written by
 // then; a report that cannot be made (no Chart.js) does not change the
@@ -186,7 +179,7 @@ int run_subcommand(CLI::App& run, const RunFlags& f) {
   std::filesystem::create_directories(dir, ec);
   if (ec) throw UserError("cannot create run folder " + dir + ": " + ec.message());
   const int lock = lock_run_folder(dir);
-  SessionGuard guard(self_exe(), lock, spec.stall_timeout_s(), launcher_log_path(dir));
+  SessionGuard guard(lock, spec.stall_timeout_s(), launcher_log_path(dir));
   save_launch_spec(dir, spec);
   options.launch = spec;
   options.live = ::isatty(STDOUT_FILENO) != 0;
@@ -237,7 +230,7 @@ int sweep_subcommand(CLI::App& sweep, const SweepFlags& f) {
   std::filesystem::create_directories(dir, ec);
   if (ec) throw UserError("cannot create sweep folder " + dir + ": " + ec.message());
   const int lock = lock_run_folder(dir);
-  SessionGuard guard(self_exe(), lock, options.spec.stall_timeout_s(), dir + "/launcher.log");
+  SessionGuard guard(lock, options.spec.stall_timeout_s(), dir + "/launcher.log");
   if (f.resume.empty()) write_file_atomically(dir + "/sweep.textproto", to_text(options.spec));
   options.dir = dir;
   options.worker = find_worker();

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -50,9 +51,10 @@ void send_line(int fd, char sign, pid_t pid) noexcept {
 
 }  // namespace
 
-SessionGuard::SessionGuard(const std::string& self_exe, int hold_fd, double grace_s,
-                           const std::string& log_path) {
+SessionGuard::SessionGuard(int hold_fd, double grace_s, const std::string& log_path) {
   if (guard_fd.load() >= 0) throw std::logic_error("the session guard is already running");
+  // The binary by its own name, so that ps shows the guard as dptrain-launch.
+  std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
     throw std::runtime_error(std::string("session guard: socketpair: ") + std::strerror(errno));
@@ -76,16 +78,15 @@ SessionGuard::SessionGuard(const std::string& self_exe, int hold_fd, double grac
   posix_spawn_file_actions_addclosefrom_np(&actions, 4);
   char grace[32];
   std::snprintf(grace, sizeof grace, "%g", grace_s);
-  std::string argv0 = self_exe, command = kSessionGuardCommand, grace_arg = grace, log = log_path;
-  char* argv[] = {argv0.data(), command.data(), grace_arg.data(), log.data(), nullptr};
-  const int rc = ::posix_spawn(&pid_, self_exe.c_str(), &actions, &attr, argv, environ);
+  std::string command = kSessionGuardCommand, grace_arg = grace, log = log_path;
+  char* argv[] = {self.data(), command.data(), grace_arg.data(), log.data(), nullptr};
+  const int rc = ::posix_spawn(&pid_, self.c_str(), &actions, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   ::close(pair[1]);
   if (rc != 0) {
     ::close(pair[0]);
-    throw std::runtime_error("cannot start the session guard " + self_exe + ": " +
-                             std::strerror(rc));
+    throw std::runtime_error(std::string("cannot start the session guard: ") + std::strerror(rc));
   }
   guard_fd.store(pair[0]);
 }

@@ -27,15 +27,15 @@ namespace dptrain::launcher {
 inline constexpr const char* kSessionGuardCommand = "__session-guard";
 
 // The guard of this process, while the object lives (one at a time).
-// Started from `self_exe` (dptrain-launch); `hold_fd` is held open by the
-// guard (the folder lock); its messages are appended to `log_path`. The
-// constructor throws std::runtime_error when it cannot start it; the
-// destructor tells it the launcher is done and waits for it to exit, so a
-// launcher that ends normally leaves neither guard nor lock behind.
+// It is this very binary (dptrain-launch) run as the guard; `hold_fd` is
+// held open by it (the folder lock); its messages are appended to
+// `log_path`. The constructor throws std::runtime_error when it cannot
+// start it; the destructor tells it the launcher is done and waits for it
+// to exit, so a launcher that ends normally leaves neither guard nor lock
+// behind.
 class SessionGuard {
  public:
-  SessionGuard(const std::string& self_exe, int hold_fd, double grace_s,
-               const std::string& log_path);
+  SessionGuard(int hold_fd, double grace_s, const std::string& log_path);
   ~SessionGuard();
   SessionGuard(const SessionGuard&) = delete;
   SessionGuard& operator=(const SessionGuard&) = delete;

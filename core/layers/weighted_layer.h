@@ -44,7 +44,8 @@ class WeightedLayer : public Layer {
  private:
   Param* weights_ = nullptr;
   Param* bias_ = nullptr;
-  Relayout fwd_weights_, src_, bww_src_, bww_diff_dst_, diff_weights_, bwd_weights_, bwd_diff_dst_, diff_src_;
+  Relayout fwd_weights_, src_, bww_src_, bww_diff_dst_, diff_weights_, bwd_weights_, bwd_diff_dst_,
+      diff_src_;
   BoundPrimitive forward_, activation_backward_, backward_weights_, backward_data_;
   std::string describe_;
 };

@@ -333,6 +333,15 @@ class LauncherE2e : public LauncherCli {
     });
     return ran ? static_cast<pid_t>(std::stoi(m[1])) : 0;
   }
+  // The longer run (below) in `run_dir`, started in the background;
+  // `extra` flags go before the small run's.
+  std::unique_ptr<LauncherProcess> start_longer(const std::string& run_dir,
+                                                const std::vector<std::string>& extra = {}) {
+    return std::make_unique<LauncherProcess>(
+        std::vector<std::string>{"run", "--np", "2", "--run-dir", run_dir, kConfig} + extra +
+            kSmall + kYield + longer_,
+        dir_.path(), env(), run_dir);
+  }
   // 600 steps without evaluations: a few seconds, long enough to stop mid-run.
   const std::vector<std::string> longer_ = {"--set", "solver.epochs=30",
                                             "--set", "solver.max_steps=600",
@@ -419,12 +428,10 @@ TEST_F(LauncherE2e, SigtermCheckpointsAndTheResumedRunEndsWithTheSameWeights) {
   auto a = train(plain, longer_);
   ASSERT_EQ(a->wait(), 0) << a->err();
   {
-    LauncherProcess p(std::vector<std::string>{"run", "--np", "2", "--run-dir", stopped, kConfig} +
-                          kSmall + kYield + longer_,
-                      dir_.path(), env(), stopped);
+    auto p = start_longer(stopped);
     ASSERT_GT(running_job(stopped), 0) << "the job never ran";
-    p.signal(SIGTERM);
-    ASSERT_EQ(p.wait(), 75) << p.err() << slurp(stopped + "/worker.log");
+    p->signal(SIGTERM);
+    ASSERT_EQ(p->wait(), 75) << p->err() << slurp(stopped + "/worker.log");
     EXPECT_EQ(summary(stopped).state(), "preempted");
     EXPECT_LT(summary(stopped).last_step(), 600);
   }
@@ -445,13 +452,11 @@ TEST_F(LauncherE2e, AKilledLauncherLeavesNoWorkerAndItsRunResumes) {
   ASSERT_EQ(a->wait(), 0) << a->err();
   pid_t mpirun = 0;
   {
-    LauncherProcess p(std::vector<std::string>{"run", "--np", "2", "--run-dir", orphaned, kConfig} +
-                          kSmall + kYield + longer_,
-                      dir_.path(), env(), orphaned);
+    auto p = start_longer(orphaned);
     mpirun = running_job(orphaned);
     ASSERT_GT(mpirun, 0) << "the job never ran";
-    p.signal(SIGKILL);
-    EXPECT_EQ(p.wait(), 128 + SIGKILL);
+    p->signal(SIGKILL);
+    EXPECT_EQ(p->wait(), 128 + SIGKILL);
     // The workers see the channel close, checkpoint and exit.
     EXPECT_TRUE(eventually([&] { return launcher::session_processes(mpirun).empty(); },
                            std::chrono::seconds(20)))
@@ -473,10 +478,7 @@ TEST_F(LauncherE2e, AStoppedRankOfAKilledLauncherIsKilledByItsSessionGuard) {
   const std::string run_dir = dir_ / "stopped";
   pid_t mpirun = 0;
   {
-    LauncherProcess p(std::vector<std::string>{"run", "--np", "2", "--run-dir", run_dir, kConfig,
-                                               "--stall-timeout", "2"} +
-                          kSmall + kYield + longer_,
-                      dir_.path(), env(), run_dir);
+    auto p = start_longer(run_dir, {"--stall-timeout", "2"});
     mpirun = running_job(run_dir);
     ASSERT_GT(mpirun, 0) << "the job never ran";
     pid_t rank = 0;
@@ -485,8 +487,8 @@ TEST_F(LauncherE2e, AStoppedRankOfAKilledLauncherIsKilledByItsSessionGuard) {
     }
     ASSERT_GT(rank, 0) << "no rank in job session " << mpirun;
     ::kill(rank, SIGSTOP);
-    p.signal(SIGKILL);
-    EXPECT_EQ(p.wait(), 128 + SIGKILL);
+    p->signal(SIGKILL);
+    EXPECT_EQ(p->wait(), 128 + SIGKILL);
     EXPECT_TRUE(eventually([&] { return launcher::session_processes(mpirun).empty(); },
                            std::chrono::seconds(30)))
         << "a stopped rank outlived its launcher\n"
