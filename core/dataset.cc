@@ -377,6 +377,84 @@ Dataset read_cifar10(const std::vector<std::string>& batch_paths) {
   return d;
 }
 
+namespace {
+
+// data.classes and data.positive_classes: keeps the samples of the chosen
+// classes and gives them their new labels (and names).
+void select_classes(const DataSpec& spec, DatasetSplits& splits) {
+  if (spec.classes_size() == 0 && spec.positive_classes_size() == 0) return;
+  const int k = splits.train.classes;
+  std::vector<int> keep(spec.classes().begin(), spec.classes().end());
+  if (keep.empty()) {
+    for (int c = 0; c < k; ++c) keep.push_back(c);
+  }
+  std::vector<int> label_of(static_cast<size_t>(k), -1);
+  for (size_t i = 0; i < keep.size(); ++i) {
+    const int c = keep[i];
+    if (c < 0 || c >= k) {
+      throw UserError("data.classes: class " + std::to_string(c) +
+                      " is outside the dataset's [0, " + std::to_string(k) + ")");
+    }
+    if (label_of[static_cast<size_t>(c)] >= 0) {
+      throw UserError("data.classes: class " + std::to_string(c) + " is named twice");
+    }
+    label_of[static_cast<size_t>(c)] = static_cast<int>(i);
+  }
+  auto name = [&](int c) {
+    return splits.class_names.empty() ? std::to_string(c)
+                                      : splits.class_names[static_cast<size_t>(c)];
+  };
+  std::vector<std::string> names;
+  for (int c : keep) names.push_back(name(c));
+  int classes = static_cast<int>(keep.size());
+  if (spec.positive_classes_size() > 0) {
+    std::vector<int> binary(static_cast<size_t>(k), -1);
+    std::string positive, negative;
+    int negatives = 0;
+    for (int c : spec.positive_classes()) {
+      if (c < 0 || c >= k || label_of[static_cast<size_t>(c)] < 0) {
+        throw UserError("data.positive_classes: class " + std::to_string(c) +
+                        " is not among the dataset's kept classes");
+      }
+      binary[static_cast<size_t>(c)] = 1;
+    }
+    for (int c : keep) {
+      std::string& names_of = binary[static_cast<size_t>(c)] == 1 ? positive : negative;
+      names_of += (names_of.empty() ? "" : " or ") + name(c);
+      if (binary[static_cast<size_t>(c)] != 1) binary[static_cast<size_t>(c)] = 0, ++negatives;
+    }
+    if (negatives == 0) {
+      throw UserError(
+          "data.positive_classes: every kept class is positive, so there is no label 0");
+    }
+    for (int c = 0; c < k; ++c) {
+      if (label_of[static_cast<size_t>(c)] < 0) binary[static_cast<size_t>(c)] = -1;
+    }
+    label_of = binary;
+    names = {negatives == 1 ? negative : "not " + positive, positive};
+    classes = 2;
+  }
+  for (Dataset* d : {&splits.train, &splits.test}) {
+    Dataset kept;
+    kept.channels = d->channels;
+    kept.height = d->height;
+    kept.width = d->width;
+    kept.classes = classes;
+    const auto sample = static_cast<size_t>(d->sample_size());
+    for (size_t i = 0; i < d->labels.size(); ++i) {
+      const int label = label_of[static_cast<size_t>(d->labels[i])];
+      if (label < 0) continue;
+      const uint8_t* from = d->pixels.data() + i * sample;
+      kept.pixels.insert(kept.pixels.end(), from, from + sample);
+      kept.labels.push_back(label);
+    }
+    *d = std::move(kept);
+  }
+  if (!splits.class_names.empty()) splits.class_names = names;
+}
+
+}  // namespace
+
 DatasetSplits load_dataset(const DataSpec& spec, uint64_t seed) {
   check_limit(spec.train_limit(), "train_limit");
   check_limit(spec.test_limit(), "test_limit");
@@ -402,6 +480,7 @@ DatasetSplits load_dataset(const DataSpec& spec, uint64_t seed) {
     }
     splits.class_names.assign(spec.class_names().begin(), spec.class_names().end());
   }
+  select_classes(spec, splits);
   apply_limit(splits.train, spec.train_limit());
   apply_limit(splits.test, spec.test_limit());
   const int64_t held_out = spec.validation_size();

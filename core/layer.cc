@@ -1,9 +1,17 @@
 #include "core/layer.h"
 
+#include <cstring>
+#include <stdexcept>
+
 #include "core/engine.h"
 #include "core/error.h"
 
 namespace dptrain {
+
+void ReplicaReducer::gather(const void* local, size_t bytes, void* all) {
+  if (replicas() != 1) throw std::logic_error("this replica reducer cannot gather");
+  std::memcpy(all, local, bytes);
+}
 
 std::optional<Activation> activation_of(const LayerSpec& spec) {
   using A = dnnl::algorithm;
@@ -12,8 +20,8 @@ std::optional<Activation> activation_of(const LayerSpec& spec) {
   const float alpha = spec.activation().alpha();
   if (t == "ReLU") return Activation{A::eltwise_relu, A::eltwise_relu_use_dst_for_bwd, 0.f, t};
   if (t == "LeakyReLU") {
-    return Activation{A::eltwise_relu, A::eltwise_relu_use_dst_for_bwd,
-                      has_alpha ? alpha : 0.01f, t};
+    return Activation{A::eltwise_relu, A::eltwise_relu_use_dst_for_bwd, has_alpha ? alpha : 0.01f,
+                      t};
   }
   if (t == "ELU") {
     return Activation{A::eltwise_elu, A::eltwise_elu_use_dst_for_bwd, has_alpha ? alpha : 1.f, t};
@@ -50,8 +58,8 @@ void SetupContext::share_top(Blob* top, const Blob& bottom) {
 Param* SetupContext::add_param(const std::string& suffix, const dnnl::memory::desc& plain_desc,
                                const dnnl::memory::desc& desc, dnnl::memory::dims export_dims,
                                ParamInit init, bool trainable) {
-  return store_.add(trainable, layer_name_ + "." + suffix, plain_desc, desc,
-                    std::move(export_dims), init);
+  return store_.add(trainable, layer_name_ + "." + suffix, plain_desc, desc, std::move(export_dims),
+                    init);
 }
 
 dnnl::memory SetupContext::scratchpad(const dnnl::primitive_desc_base& pd) {
@@ -86,6 +94,12 @@ void Layer::check_rank(const Blob& bottom, std::initializer_list<int> ranks) con
   throw UserError(error_prefix() + "needs a " + want + "-d input, '" + bottom.name + "' is " +
                   std::to_string(rank) + "-d" +
                   (rank == 2 ? " (it was flattened; move Flatten after this layer)" : ""));
+}
+
+void LossLayer::check_label_bottom(const Blob& bottom) const {
+  if (bottom.name != "label") {
+    throw UserError(error_prefix() + "second bottom must be 'label', not '" + bottom.name + "'");
+  }
 }
 
 }  // namespace dptrain

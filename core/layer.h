@@ -21,13 +21,20 @@ namespace dptrain {
 
 class Timeline;
 
-// Sums a small array over all replicas of the net (synchronized BatchNorm).
-// core knows nothing of MPI; dist provides the implementation.
+// What a layer sees of the other replicas of the net: sums of small
+// arrays (synchronized BatchNorm) and every replica's rows of a batch
+// (the triplet loss's global mining). core knows nothing of MPI; dist
+// provides the implementation.
 class ReplicaReducer {
  public:
   virtual ~ReplicaReducer() = default;
   virtual void sum(double* data, size_t count) = 0;
   virtual int replicas() const = 0;
+  // This replica's place in the global batch: 0 .. replicas() - 1.
+  virtual int replica() const { return 0; }
+  // Every replica's `bytes` (the same size on all), in replica order, into
+  // `all` (bytes * replicas()).
+  virtual void gather(const void* local, size_t bytes, void* all);
 };
 
 // Net-wide values layers read while running.
@@ -42,6 +49,9 @@ struct NetState {
                               // global batch: keys dropout masks
   int64_t valid = 0;          // real samples in the batch; the rest is padding
   float loss_scale = 1.f;     // multiplies the loss gradient (accumulation)
+  // false: a forward for the net's outputs only; the loss layer fills its
+  // scores and skips the loss (an embedding gallery needs no triplets).
+  bool compute_loss = true;
   ReplicaReducer* replica_reducer = nullptr;
   Timeline* timeline = nullptr;  // per-layer spans when recording
 };
@@ -155,18 +165,41 @@ std::vector<std::string> layer_types();
 
 namespace dptrain {
 
-// The last layer of every net: turns logits and labels into a loss and
-// seeds the gradient in backward().
+// The last layer of every net: turns its input and the labels into a loss
+// and seeds the gradient in backward().
 class LossLayer : public Layer {
  public:
   using Layer::Layer;
-  // Mean loss over the valid samples of the last forward.
+  // What the net computes: class scores (SoftmaxCrossEntropy), the
+  // probability of label 1 (SigmoidCrossEntropy), or an embedding
+  // (TripletLoss), whose labels only say which samples belong together.
+  enum class Kind { kClassifier, kBinary, kEmbedding };
+  virtual Kind kind() const = 0;
+  // The loss of the last forward (its mean over the valid samples, or the
+  // triplet loss's own normalisation).
   virtual float loss() const = 0;
-  // Valid samples whose top-1 prediction equals the label.
+  // Valid samples whose prediction equals the label (0 for embeddings).
   virtual int64_t correct() const = 0;
-  // Top-1 class per sample (padding rows included).
+  // The predicted class per sample (padding rows included; zeros for
+  // embeddings).
   virtual const std::vector<int32_t>& predictions() const = 0;
+  // The classes labels range over (2 for kBinary, 0 for kEmbedding: any).
   virtual int classes() const = 0;
+  // score_width() floats per sample of the last forward (padding rows
+  // included): class probabilities, the probability of label 1, or the
+  // embedding.
+  virtual const float* scores() const = 0;
+  virtual int score_width() const = 0;
+  // kEmbedding: the fraction of mined triplets with a positive loss in the
+  // last forward.
+  virtual double active_fraction() const { return 0; }
+
+ protected:
+  // A loss reads the labels as its second bottom.
+  void check_label_bottom(const Blob& bottom) const;
 };
+
+// Whether a layer type is a loss (the last layer of a net).
+bool is_loss_type(const std::string& type);
 
 }  // namespace dptrain

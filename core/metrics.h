@@ -27,6 +27,7 @@ class ConfusionMatrix {
 
   // The flat counts, for reducing across ranks.
   std::vector<int64_t>& counts() { return counts_; }
+  const std::vector<int64_t>& counts() const { return counts_; }
 
   // The matrix and per-class metrics as a table for people.
   std::string report(const std::vector<std::string>& class_names = {}) const;

@@ -36,7 +36,7 @@ std::vector<Node> resolve(const NetSpec& spec) {
     if (!names.insert(s.name()).second)
       throw UserError("net: two layers are named '" + s.name() + "'");
     if (s.bottom_size() == 0) s.add_bottom(previous);
-    if (s.type() == "SoftmaxCrossEntropy" && s.bottom_size() == 1) s.add_bottom("label");
+    if (is_loss_type(s.type()) && s.bottom_size() == 1) s.add_bottom("label");
     if (!s.has_top()) s.set_top(s.name());
     for (const std::string& b : s.bottom()) {
       if (!blobs.count(b)) {
@@ -234,9 +234,11 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
   state_.replica_reducer = replica_reducer;
 
   std::vector<Node> nodes = insert_splits(fuse(resolve(spec)));
-  if (nodes.back().spec.type() != "SoftmaxCrossEntropy") {
-    throw UserError("net: the last layer must be the loss (SoftmaxCrossEntropy), not '" +
-                    nodes.back().spec.name() + "'");
+  if (!is_loss_type(nodes.back().spec.type())) {
+    throw UserError(
+        "net: the last layer must be the loss (SoftmaxCrossEntropy, SigmoidCrossEntropy or "
+        "TripletLoss), not '" +
+        nodes.back().spec.name() + "'");
   }
   auto consumers = count_consumers(nodes);
   for (const Node& n : nodes) {

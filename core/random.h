@@ -16,6 +16,7 @@ enum class RandomStream : uint64_t {
   kDropout = 4,
   kSynthetic = 5,
   kValidation = 6,
+  kBalanced = 7,
 };
 
 inline uint64_t splitmix64(uint64_t x) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdio>
+#include <cstring>
 
 namespace dptrain {
 
@@ -107,6 +108,48 @@ void Communicator::broadcast(void* data, size_t bytes, int root) const {
   check_mpi(MPI_Ibcast(data, count_of(bytes, rank_), MPI_BYTE, root, comm(), &request),
             "MPI_Ibcast");
   wait(request, "a broadcast");
+}
+
+void Communicator::allgather(const void* local, size_t bytes, void* all) const {
+  if (size_ == 1) {
+    std::memcpy(all, local, bytes);
+    return;
+  }
+  MPI_Request request;
+  const int count = count_of(bytes, rank_);
+  check_mpi(MPI_Iallgather(local, count, MPI_BYTE, all, count, MPI_BYTE, comm(), &request),
+            "MPI_Iallgather");
+  wait(request, "an allgather");
+}
+
+template <typename T>
+std::vector<T> Communicator::concat(const std::vector<T>& local) const {
+  if (size_ == 1) return local;
+  std::vector<int64_t> lengths(static_cast<size_t>(size_));
+  const auto mine = static_cast<int64_t>(local.size());
+  allgather(&mine, sizeof mine, lengths.data());
+  std::vector<int> counts, offsets;
+  int64_t total = 0;
+  for (int64_t n : lengths) {
+    offsets.push_back(count_of(static_cast<size_t>(total) * sizeof(T), rank_));
+    counts.push_back(count_of(static_cast<size_t>(n) * sizeof(T), rank_));
+    total += n;
+  }
+  std::vector<T> all(static_cast<size_t>(total));
+  MPI_Request request;
+  check_mpi(MPI_Iallgatherv(local.data(), counts[static_cast<size_t>(rank_)], MPI_BYTE, all.data(),
+                            counts.data(), offsets.data(), MPI_BYTE, comm(), &request),
+            "MPI_Iallgatherv");
+  wait(request, "an allgather");
+  return all;
+}
+
+std::vector<float> Communicator::allgather_concat(const std::vector<float>& local) const {
+  return concat(local);
+}
+
+std::vector<int32_t> Communicator::allgather_concat(const std::vector<int32_t>& local) const {
+  return concat(local);
 }
 
 MPI_Request Communicator::start_allreduce_or(unsigned* data) const {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace dptrain {
 
@@ -39,6 +40,11 @@ class Communicator {
   void allreduce_max(double* data, size_t count) const;
   void allreduce_min_max(int64_t* min, int64_t* max) const;
   void broadcast(void* data, size_t bytes, int root = 0) const;
+  // Every rank's `bytes` (the same on all ranks) into `all`, in rank order.
+  void allgather(const void* local, size_t bytes, void* all) const;
+  // Every rank's array, concatenated in rank order (lengths may differ).
+  std::vector<float> allgather_concat(const std::vector<float>& local) const;
+  std::vector<int32_t> allgather_concat(const std::vector<int32_t>& local) const;
   // Starts a bitwise OR of *data over all ranks; finish it with wait().
   // Lets a step carry a small agreement alongside its compute.
   MPI_Request start_allreduce_or(unsigned* data) const;
@@ -52,6 +58,8 @@ class Communicator {
 
  private:
   void allreduce(void* data, size_t count, MPI_Datatype type, MPI_Op op) const;
+  template <typename T>
+  std::vector<T> concat(const std::vector<T>& local) const;
 
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   double stall_timeout_s_ = 120;

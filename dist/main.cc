@@ -4,6 +4,7 @@
 //   dptrain train CONFIG [--set PATH=VALUE]... [--run-dir DIR] [--resume]
 //                 [--stop-at-step N] [--init-weights FILE [--reinit LAYER]...]
 //   dptrain eval CONFIG --weights FILE [--set PATH=VALUE]...
+//   dptrain embed CONFIG --weights FILE --out FILE.npy [--train-set] [--set ...]
 //   dptrain diff-weights A B [--tolerance T]
 //
 // Exit codes: 0 success, 2 a user error (bad flag, config, file), 3 a
@@ -27,6 +28,7 @@
 #include "core/error.h"
 #include "core/file_io.h"
 #include "core/log.h"
+#include "core/npy.h"
 #include "dist/checkpointer.h"
 #include "dist/communicator.h"
 #include "dist/control_client.h"
@@ -61,7 +63,8 @@ std::optional<std::pair<int64_t, int64_t>> step_window(const std::string& v) {
 }
 
 struct Args {
-  std::string command, config, run_dir, weights, init_weights;
+  std::string command, config, run_dir, weights, init_weights, out;
+  bool train_set = false;
   std::vector<std::string> sets, reinit, files;
   std::vector<int> rung_epochs;
   std::string timeline, timeline_steps = "0:99", log_level = "info";
@@ -78,10 +81,12 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
   CLI::App app{"dptrain: data-parallel CNN training on oneDNN and MPI", "dptrain"};
   app.require_subcommand(1);
   if (argc > 1 && argv[1][0] != '-' && std::strcmp(argv[1], "train") != 0 &&
-      std::strcmp(argv[1], "eval") != 0 && std::strcmp(argv[1], "diff-weights") != 0) {
-    std::fprintf(
-        stderr, "dptrain: unknown command '%s' (train, eval or diff-weights; see dptrain --help)\n",
-        argv[1]);
+      std::strcmp(argv[1], "eval") != 0 && std::strcmp(argv[1], "embed") != 0 &&
+      std::strcmp(argv[1], "diff-weights") != 0) {
+    std::fprintf(stderr,
+                 "dptrain: unknown command '%s' (train, eval, embed or diff-weights; see dptrain "
+                 "--help)\n",
+                 argv[1]);
     return 2;
   }
   CLI::App* train = app.add_subcommand("train", "train a config, writing a run folder");
@@ -123,7 +128,9 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
                    "with --timeline: record every Nth step of the window (default 1)")
       ->check(CLI::PositiveNumber);
   CLI::App* eval = app.add_subcommand("eval", "evaluate weights on the test set");
-  for (CLI::App* sub : {train, eval}) {
+  CLI::App* embed = app.add_subcommand(
+      "embed", "write an embedding net's embeddings of the test set as a NumPy array");
+  for (CLI::App* sub : {train, eval, embed}) {
     sub->add_option("--log-level", a.log_level,
                     "events logged on stderr, with time and rank: error, warn, info (default) or "
                     "debug")
@@ -133,6 +140,14 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
   eval->add_option("CONFIG", a.config, "config the weights were trained with")->required();
   eval->add_option("--weights", a.weights, "final_weights or a checkpoint")->required();
   eval->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
+  embed->add_option("CONFIG", a.config, "config the weights were trained with")->required();
+  embed->add_option("--weights", a.weights, "final_weights or a checkpoint")->required();
+  embed
+      ->add_option("--out", a.out,
+                   "FILE.npy: float32, samples x dimensions; the labels go to FILE.labels.npy")
+      ->required();
+  embed->add_flag("--train-set", a.train_set, "the training set's embeddings, not the test set's");
+  embed->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
   CLI::App* diff = app.add_subcommand("diff-weights", "compare two weight files tensor by tensor");
   diff->add_option("FILES", a.files, "two final_weights files or checkpoints, A and B")
       ->required()
@@ -222,6 +237,30 @@ std::optional<std::pair<Checkpoint, std::string>> find_resume_point(const std::s
   comm.broadcast(bytes.data(), bytes.size());
   comm.broadcast(name.data(), name.size());
   return std::make_pair(decode_checkpoint(bytes, name), name);
+}
+
+// FILE.npy -> FILE.labels.npy (FILE.labels.npy for any other name too).
+std::string labels_path(const std::string& out) {
+  const std::string stem = out.size() > 4 && out.compare(out.size() - 4, 4, ".npy") == 0
+                               ? out.substr(0, out.size() - 4)
+                               : out;
+  return stem + ".labels.npy";
+}
+
+void embed(const Args& a, const TrainSpec& spec, const Communicator& comm) {
+  Trainer trainer(spec, comm, "");
+  if (trainer.net().loss_layer().kind() != LossLayer::Kind::kEmbedding) {
+    throw UserError(a.config + ": the net's loss is " + trainer.net().loss_layer().type() +
+                    ", not an embedding's (TripletLoss); dptrain eval evaluates it");
+  }
+  trainer.load_weights(a.weights);
+  const EvalShard e = trainer.outputs(a.train_set);
+  if (comm.rank() != 0) return;
+  const auto n = static_cast<int64_t>(e.labels.size());
+  write_file_atomically(a.out, npy_bytes(e.scores, {n, e.width}));
+  write_file_atomically(labels_path(a.out), npy_bytes(e.labels, {n}));
+  std::printf("dptrain: %lld embeddings of %d dimensions to %s, labels to %s\n",
+              static_cast<long long>(n), e.width, a.out.c_str(), labels_path(a.out).c_str());
 }
 
 int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
@@ -340,13 +379,13 @@ int main(int argc, char** argv) {
     comm.set_stall_timeout(spec.runtime().stall_timeout_s());
     if (args.command == "train") {
       code = train(args, spec, comm);
+    } else if (args.command == "embed") {
+      embed(args, spec, comm);
     } else {
       Trainer trainer(spec, comm, "");
       trainer.load_weights(args.weights);
-      double loss = 0;
-      const ConfusionMatrix cm = trainer.evaluate(&loss);
-      if (comm.rank() == 0)
-        std::printf("test_loss %.4f\n%s", loss, cm.report(trainer.class_names()).c_str());
+      const Evaluation e = trainer.evaluate();
+      if (comm.rank() == 0) std::printf("%s", e.report(trainer.class_names()).c_str());
     }
   } catch (const UserError& e) {
     fail(e.what(), 2);

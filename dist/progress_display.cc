@@ -4,7 +4,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <string>
+#include <utility>
 
 namespace dptrain {
 namespace {
@@ -77,12 +79,33 @@ void ProgressDisplay::on_record(const MetricsRecord& r) {
       std::snprintf(val, sizeof val, "  val_loss %.4f  val_accuracy %.4f", r.val_loss(),
                     r.val_accuracy());
     }
-    std::printf("%sepoch %d  step %d  test_loss %.4f  test_accuracy %.4f%s\n",
-                bar_ ? "\r\033[K" : "", r.epoch(), r.step(), r.test_loss(), r.test_accuracy(), val);
+    std::string ranking;
+    char field[64];
+    const std::pair<const char*, double> figures[] = {{"auc_macro", r.auc_macro()},
+                                                      {"map_macro", r.map_macro()},
+                                                      {"auc", r.auc()},
+                                                      {"average_precision", r.average_precision()},
+                                                      {"verification_auc", r.verification_auc()},
+                                                      {"retrieval_map", r.retrieval_map()}};
+    const bool present[] = {
+        r.has_auc_macro(),         r.has_map_macro(),        r.has_auc(),
+        r.has_average_precision(), r.has_verification_auc(), r.has_retrieval_map()};
+    for (size_t i = 0; i < std::size(figures); ++i) {
+      if (!present[i]) continue;
+      std::snprintf(field, sizeof field, "  %s %.4f", figures[i].first, figures[i].second);
+      ranking += field;
+    }
+    std::printf("%sepoch %d  step %d  test_loss %.4f  %s %.4f%s%s\n", bar_ ? "\r\033[K" : "",
+                r.epoch(), r.step(), r.test_loss(),
+                r.has_knn_accuracy() ? "knn_accuracy" : "test_accuracy", r.test_accuracy(),
+                ranking.c_str(), val);
   } else if (!bar_) {
-    std::printf("epoch %d  step %d/%lld  loss %.4f  acc %.4f  lr %.4g  %.0f img/s  eta %s\n",
+    const bool triplets = r.has_active_triplet_fraction();
+    std::printf("epoch %d  step %d/%lld  loss %.4f  %s %.4f  lr %.4g  %.0f img/s  eta %s\n",
                 r.epoch(), r.step(), static_cast<long long>(info_.steps_total), r.train_loss(),
-                r.train_accuracy(), static_cast<double>(r.lr()), r.images_per_sec(),
+                triplets ? "active" : "acc",
+                triplets ? r.active_triplet_fraction() : r.train_accuracy(),
+                static_cast<double>(r.lr()), r.images_per_sec(),
                 format_duration(eta(r.wall_time(), r.step())).c_str());
   }
   std::fflush(stdout);

@@ -88,6 +88,15 @@ void TensorBoardWriter::on_record(const MetricsRecord& r) {
     if (r.has_test_accuracy()) add_scalar(s, "test/accuracy", r.test_accuracy());
     if (r.has_val_loss()) add_scalar(s, "val/loss", r.val_loss());
     if (r.has_val_accuracy()) add_scalar(s, "val/accuracy", r.val_accuracy());
+    if (r.has_active_triplet_fraction())
+      add_scalar(s, "train/active_triplet_fraction", r.active_triplet_fraction());
+    if (r.has_auc_macro()) add_scalar(s, "test/auc_macro", r.auc_macro());
+    if (r.has_map_macro()) add_scalar(s, "test/map_macro", r.map_macro());
+    if (r.has_auc()) add_scalar(s, "test/auc", r.auc());
+    if (r.has_average_precision()) add_scalar(s, "test/average_precision", r.average_precision());
+    if (r.has_knn_accuracy()) add_scalar(s, "test/knn_accuracy", r.knn_accuracy());
+    if (r.has_verification_auc()) add_scalar(s, "test/verification_auc", r.verification_auc());
+    if (r.has_retrieval_map()) add_scalar(s, "test/retrieval_map", r.retrieval_map());
     // Per class from the confusion matrix (row = true, column = predicted).
     int n = 0;
     while (n * n < r.test_confusion_size()) ++n;

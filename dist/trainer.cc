@@ -42,6 +42,10 @@ class MpiReplicaReducer : public ReplicaReducer {
   explicit MpiReplicaReducer(const Communicator& comm) : comm_(comm) {}
   void sum(double* data, size_t count) override { comm_.allreduce_sum(data, count); }
   int replicas() const override { return comm_.size(); }
+  int replica() const override { return comm_.rank(); }
+  void gather(const void* local, size_t bytes, void* all) override {
+    comm_.allgather(local, bytes, all);
+  }
 
  private:
   const Communicator& comm_;
@@ -132,7 +136,8 @@ struct Trainer::State {
   std::unique_ptr<MpiReplicaReducer> replica_reducer;
   std::unique_ptr<Net> net;
   std::unique_ptr<DistributedSampler> sampler;
-  std::unique_ptr<BatchLoader> train_loader, eval_loader, validation_loader;
+  // gallery_loader: embedding runs, the training set in evaluation order.
+  std::unique_ptr<BatchLoader> train_loader, eval_loader, validation_loader, gallery_loader;
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<LrScheduler> schedule;
   std::unique_ptr<GradientReducer> reducer;
@@ -166,8 +171,14 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
   const Dataset& train = s.data.train;
   check_same_on_all_ranks(comm, fingerprint(train, s.data.test), "the training and test data");
   s.norm = Normalization::from_spec(d, train.channels);
-  s.sampler = std::make_unique<DistributedSampler>(train.size(), d.batch_size(), comm.rank(),
-                                                   comm.size(), d.drop_last(), spec.seed());
+  if (d.sampler() == DataSpec::BALANCED) {
+    s.sampler = std::make_unique<DistributedSampler>(train.labels, train.classes, d.batch_size(),
+                                                     comm.rank(), comm.size(), spec.seed(),
+                                                     d.classes_per_batch());
+  } else {
+    s.sampler = std::make_unique<DistributedSampler>(train.size(), d.batch_size(), comm.rank(),
+                                                     comm.size(), d.drop_last(), spec.seed());
+  }
   const int accumulate = spec.solver().accumulate_steps();
   if (accumulate < 1 || s.sampler->local_batch() % accumulate != 0) {
     throw UserError("solver.accumulate_steps " + std::to_string(accumulate) +
@@ -180,9 +191,17 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
       s.replica_reducer.get(), Net::BlobMemory::kReuse, comm.local_size(), spec.precision());
   // Micro-batch gradients are summed: each carries 1/k of the step's mean.
   s.net->state().loss_scale = 1.f / static_cast<float>(accumulate);
-  if (s.net->loss_layer().classes() != train.classes) {
-    throw UserError("net: the loss sees " + std::to_string(s.net->loss_layer().classes()) +
-                    " classes but the data has " + std::to_string(train.classes));
+  const LossLayer& loss = s.net->loss_layer();
+  if (loss.kind() != LossLayer::Kind::kEmbedding && loss.classes() != train.classes) {
+    throw UserError("net: the loss sees " + std::to_string(loss.classes()) +
+                    " classes but the data has " + std::to_string(train.classes) +
+                    (loss.kind() == LossLayer::Kind::kBinary
+                         ? " (a binary loss needs data.positive_classes)"
+                         : ""));
+  }
+  if (loss.kind() == LossLayer::Kind::kEmbedding && accumulate > 1) {
+    throw UserError("solver.accumulate_steps " + std::to_string(accumulate) +
+                    ": the triplet loss mines the whole global batch at once, so it must be 1");
   }
   // Every rank starts from rank 0's parameters and statistics.
   ParamStore& p = s.net->params();
@@ -193,6 +212,10 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
                                                  d.prefetch_batches(), spec.seed());
   s.eval_loader = std::make_unique<BatchLoader>(
       s.data.test, s.norm, Augmentation(), static_cast<int>(b), d.prefetch_batches(), spec.seed());
+  if (loss.kind() == LossLayer::Kind::kEmbedding) {
+    s.gallery_loader = std::make_unique<BatchLoader>(
+        train, s.norm, Augmentation(), static_cast<int>(b), d.prefetch_batches(), spec.seed());
+  }
   if (s.data.validation.size() > 0) {
     s.validation_loader =
         std::make_unique<BatchLoader>(s.data.validation, s.norm, Augmentation(),
@@ -309,29 +332,40 @@ Checkpoint Trainer::snapshot() const {
   return c;
 }
 
-ConfusionMatrix Trainer::evaluate(double* mean_loss) {
-  return evaluate_on(*s_->eval_loader, s_->data.test.size(), mean_loss);
+Evaluation Trainer::evaluate() { return evaluate_on(*s_->eval_loader, s_->data.test.size(), true); }
+
+EvalShard Trainer::outputs(bool train_set) {
+  State& s = *s_;
+  EvalShard shard = train_set ? forward_shard(*s.gallery_loader, s.data.train.size(), false)
+                              : forward_shard(*s.eval_loader, s.data.test.size(), false);
+  shard.scores = s.comm.allgather_concat(shard.scores);
+  shard.labels = s.comm.allgather_concat(shard.labels);
+  return shard;
 }
 
-ConfusionMatrix Trainer::evaluate_on(BatchLoader& loader, int64_t samples, double* mean_loss) {
+EvalShard Trainer::forward_shard(BatchLoader& loader, int64_t samples, bool with_loss) {
   State& s = *s_;
   Net& net = *s.net;
-  const LossLayer& loss = net.loss_layer();
-  ConfusionMatrix confusion(loss.classes());
-  double loss_sum = 0;
+  net.state().compute_loss = with_loss;
+  EvalShard shard;
   loader.start(0, eval_shard(samples, s.comm.rank(), s.comm.size()), false);
   while (const Batch* batch = loader.next()) {
     net.set_input(batch->images, batch->labels, batch->count);
     net.forward(false);
-    confusion.add(batch->labels, loss.predictions().data(), batch->count);
-    loss_sum += static_cast<double>(loss.loss()) * static_cast<double>(batch->count);
+    shard.add(net.loss_layer(), batch->labels, batch->count);
     for (RunHook* hook : s.hooks) hook->on_eval_batch(s.step);
   }
-  s.comm.allreduce_sum(confusion.counts().data(), confusion.counts().size());
-  s.comm.allreduce_sum(&loss_sum, 1);
-  if (mean_loss)
-    *mean_loss = confusion.total() > 0 ? loss_sum / static_cast<double>(confusion.total()) : 0;
-  return confusion;
+  net.state().compute_loss = true;
+  return shard;
+}
+
+Evaluation Trainer::evaluate_on(BatchLoader& loader, int64_t samples, bool with_ranking) {
+  State& s = *s_;
+  const EvalShard shard = forward_shard(loader, samples, true);
+  EvalShard gallery;
+  if (s.gallery_loader) gallery = forward_shard(*s.gallery_loader, s.data.train.size(), false);
+  return finish_evaluation(s.comm, s.net->loss_layer().kind(), s.data.train.classes, shard,
+                           &gallery, with_ranking, s.data.class_names);
 }
 
 Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
@@ -378,8 +412,11 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
     for (RunHook* hook : s.hooks) hook->on_record(record);
   };
   const Net::GradsFinal on_grads = [&](size_t offset) { s.reducer->grads_final(offset); };
+  const bool embedding = net.loss_layer().kind() == LossLayer::Kind::kEmbedding;
   double window_compute = 0, window_loss = 0;
-  int64_t window_correct = 0, window_steps = 0;
+  // Correct predictions, or (embeddings) the steps' active triplet fractions.
+  double window_hits = 0;
+  int64_t window_steps = 0;
   double last_accuracy = 0;
   int64_t& step = s.step;
   // A run resumed at an epoch's end has already evaluated it.
@@ -388,23 +425,24 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
 
   auto evaluation = [&](int64_t epoch) {
     const int64_t start = Timeline::now_us();
-    double test_loss = 0;
-    ConfusionMatrix cm = evaluate(&test_loss);
-    last_accuracy = cm.accuracy();
+    const Clock::time_point t0 = Clock::now();
+    const Evaluation test = evaluate();
+    last_accuracy = test.accuracy;
     MetricsRecord r;
     r.set_kind("eval");
     r.set_epoch(static_cast<int32_t>(epoch));
     r.set_step(static_cast<int32_t>(step));
-    r.set_test_loss(test_loss);
-    r.set_test_accuracy(last_accuracy);
-    for (int64_t n : cm.counts()) r.add_test_confusion(static_cast<int32_t>(n));
+    test.fill_test(&r);
     if (s.validation_loader) {
-      double val_loss = 0;
-      const ConfusionMatrix val =
-          evaluate_on(*s.validation_loader, s.data.validation.size(), &val_loss);
-      r.set_val_loss(val_loss);
-      r.set_val_accuracy(val.accuracy());
+      const Evaluation val = evaluate_on(*s.validation_loader, s.data.validation.size(), false);
+      r.set_val_loss(val.loss);
+      r.set_val_accuracy(val.accuracy);
     }
+    if (s.leader && !test.roc.empty()) {
+      write_file_atomically(s.run_dir + "/roc_epoch" + std::to_string(epoch) + ".csv",
+                            test.roc_csv());
+    }
+    r.set_eval_seconds(seconds_since(t0));
     r.set_wall_time(wall());
     s.timeline.run_span("eval", "evaluation", start, Timeline::now_us());
     return r;
@@ -457,7 +495,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
       MPI_Request agreement = s.comm.start_allreduce_or(&agreed);
       const float lr = s.schedule->lr(step);
       float loss = 0;
-      int64_t correct = 0;
+      double hits = 0;
       double compute = 0;
       for (int micro = 0; micro < accumulate; ++micro) {
         const Batch* batch = nullptr;
@@ -475,7 +513,8 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
         if (!last) s.reducer->accumulate();
         compute += seconds_since(t0);
         loss += net.loss_layer().loss() / static_cast<float>(accumulate);
-        correct += net.loss_layer().correct();
+        hits += embedding ? net.loss_layer().active_fraction()
+                          : static_cast<double>(net.loss_layer().correct());
       }
       const Clock::time_point t0 = Clock::now();
       s.reducer->finish();
@@ -495,7 +534,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
                         std::to_string(step) + " (lower solver.base_lr?)");
       }
       window_loss += loss;
-      window_correct += correct;
+      window_hits += hits;
       ++window_steps;
       for (RunHook* hook : s.hooks)
         hook->after_step({epoch + 1, step, i + 1, s.total_steps, lr, loss, wall()});
@@ -504,7 +543,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
       if (step % rt.log_every_steps() == 0 || step == s.total_steps || epoch_end) {
         // Loss and accuracy over all ranks; the step takes as long as the
         // slowest rank's compute.
-        double sums[2] = {window_loss, static_cast<double>(window_correct)};
+        double sums[2] = {window_loss, window_hits};
         s.comm.allreduce_sum(sums, 2);
         double timing[2] = {window_compute, s.reducer->take_wait_seconds()};
         s.comm.allreduce_max(timing, 2);
@@ -514,14 +553,20 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
         r.set_epoch(static_cast<int32_t>(epoch + 1));
         r.set_step(static_cast<int32_t>(step));
         r.set_train_loss(sums[0] / static_cast<double>(s.comm.size() * window_steps));
-        r.set_train_accuracy(sums[1] / images);
+        if (embedding) {
+          r.set_active_triplet_fraction(sums[1] /
+                                        static_cast<double>(s.comm.size() * window_steps));
+        } else {
+          r.set_train_accuracy(sums[1] / images);
+        }
         r.set_lr(lr);
         r.set_images_per_sec(images / timing[0]);
         r.set_allreduce_wait_fraction(timing[1] / timing[0]);
         r.set_wall_time(wall());
         emit(r);
         window_compute = window_loss = 0;
-        window_correct = window_steps = 0;
+        window_hits = 0;
+        window_steps = 0;
       }
       const bool rung =
           epoch_end && rungs.count(static_cast<int>(epoch + 1)) > 0 && step < s.total_steps;

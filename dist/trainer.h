@@ -19,6 +19,7 @@
 #include "core/net.h"
 #include "core/timeline.h"
 #include "dist/communicator.h"
+#include "dist/evaluation.h"
 #include "dist/run_hook.h"
 
 namespace dptrain {
@@ -61,8 +62,12 @@ class Trainer {
   Result run(Checkpointer* checkpointer, int64_t stop_at_step = -1,
              const std::vector<int>& rung_epochs = {});
 
-  // Evaluates the current weights on the whole test set (all ranks).
-  ConfusionMatrix evaluate(double* mean_loss = nullptr);
+  // Evaluates the current weights on the whole test set (all ranks): the
+  // figures of dist/evaluation.h for the net's kind of loss.
+  Evaluation evaluate();
+  // The net's outputs (scores, for embeddings the embedding) and labels of
+  // every test (or training) sample in order, gathered on every rank.
+  EvalShard outputs(bool train_set);
   Net& net();
   // data.class_names, or the dataset's own (CIFAR10); empty if neither.
   const std::vector<std::string>& class_names() const;
@@ -74,7 +79,10 @@ class Trainer {
   const Timeline& timeline() const;
 
  private:
-  ConfusionMatrix evaluate_on(BatchLoader& loader, int64_t samples, double* mean_loss);
+  // Forward passes over this rank's part of `samples`, collecting scores.
+  // with_loss false: the outputs only (the loss is not computed).
+  EvalShard forward_shard(BatchLoader& loader, int64_t samples, bool with_loss);
+  Evaluation evaluate_on(BatchLoader& loader, int64_t samples, bool with_ranking);
 
   struct State;
   std::unique_ptr<State> s_;

@@ -14,8 +14,10 @@ namespace dptrain::launcher {
 
 // The metrics an objective may name: the fields of the eval records in
 // metrics.jsonl.
-inline constexpr const char* kObjectiveMetrics[] = {"test_accuracy", "test_loss", "val_accuracy",
-                                                    "val_loss"};
+inline constexpr const char* kObjectiveMetrics[] = {
+    "test_accuracy", "test_loss",        "val_accuracy", "val_loss",
+    "auc_macro",     "map_macro",        "auc",          "average_precision",
+    "knn_accuracy",  "verification_auc", "retrieval_map"};
 
 // The train config every trial starts from: `base_config` (relative to the
 // folder of `sweep_config_path`) or the inline `base`, exactly one of them,

@@ -6,9 +6,10 @@
 // Synchronized BatchNorm (batch_norm.sync) normalizes with the statistics
 // of the global batch: forward sums per-channel sums and sums of squares
 // over the replicas and runs the primitive with those as given statistics;
-// backward sums the per-channel gradient terms over the replicas and
-// applies the batch-statistics correction to the input gradient by hand
-// (oneDNN has no cross-replica variant). It takes this path on one replica
+// backward is computed by hand (oneDNN has no cross-replica variant): the
+// per-channel sums of dy and dy * xhat in double over the replicas, which
+// are the scale and shift gradients and give the input gradient its
+// batch-statistics correction. It takes this path on one replica
 // too, so that one process computes exactly what N replicas do: oneDNN's own
 // statistics are summed in float and differ from these (summed in double)
 // by about 1e-4 on large batches.
@@ -192,23 +193,29 @@ class BatchNormLayer : public Layer {
     describe_ =
         "fwd " + std::string(fwd.impl_info_str()) + " eval " + std::string(eval.impl_info_str());
 
-    // The gradient of the input goes to a private buffer when the bottom
-    // needs none: oneDNN computes it together with those of scale and shift.
-    diff_src_ = bottom.needs_grad ? bottom.diff : memory(data, eng);
-    const Bwd::primitive_desc bwd({prop::backward, top->desc(), data, eps_, sync_ ? global : base},
-                                  default_attr(), eng, fwd);
-    backward_ = BoundPrimitive(Bwd(bwd), {{DNNL_ARG_SRC, bottom.data},
-                                          {DNNL_ARG_MEAN, mean_},
-                                          {DNNL_ARG_VARIANCE, var_},
-                                          {DNNL_ARG_DIFF_DST, top->diff},
-                                          {DNNL_ARG_SCALE, scale_->value},
-                                          {DNNL_ARG_SHIFT, shift_->value},
-                                          {DNNL_ARG_WORKSPACE, workspace_},
-                                          {DNNL_ARG_DIFF_SRC, diff_src_},
-                                          {DNNL_ARG_DIFF_SCALE, scale_->grad},
-                                          {DNNL_ARG_DIFF_SHIFT, shift_->grad},
-                                          {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bwd)}});
-    describe_ += " bwd " + std::string(bwd.impl_info_str());
+    if (sync_) {
+      // The synchronized path computes the gradients itself (backward()).
+      diff_src_ = bottom.needs_grad ? bottom.diff : memory();
+    } else {
+      // The gradient of the input goes to a private buffer when the bottom
+      // needs none: oneDNN computes it together with those of scale and
+      // shift.
+      diff_src_ = bottom.needs_grad ? bottom.diff : memory(data, eng);
+      const Bwd::primitive_desc bwd({prop::backward, top->desc(), data, eps_, base}, default_attr(),
+                                    eng, fwd);
+      backward_ = BoundPrimitive(Bwd(bwd), {{DNNL_ARG_SRC, bottom.data},
+                                            {DNNL_ARG_MEAN, mean_},
+                                            {DNNL_ARG_VARIANCE, var_},
+                                            {DNNL_ARG_DIFF_DST, top->diff},
+                                            {DNNL_ARG_SCALE, scale_->value},
+                                            {DNNL_ARG_SHIFT, shift_->value},
+                                            {DNNL_ARG_WORKSPACE, workspace_},
+                                            {DNNL_ARG_DIFF_SRC, diff_src_},
+                                            {DNNL_ARG_DIFF_SCALE, scale_->grad},
+                                            {DNNL_ARG_DIFF_SHIFT, shift_->grad},
+                                            {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bwd)}});
+      describe_ += " bwd " + std::string(bwd.impl_info_str());
+    }
 
     if (sync_) {
       groups_ = ChannelGroups(data);
@@ -229,11 +236,19 @@ class BatchNormLayer : public Layer {
   }
 
   void backward() override {
-    backward_.run();
-    if (sync_ && bottom_->needs_grad) {
-      cpu_stream().wait();
-      synchronized_input_gradient();
+    if (!sync_) {
+      backward_.run();
+      return;
     }
+    // The synchronized path computes every gradient itself (oneDNN's would
+    // be overwritten), so the primitive is not run.
+    cpu_stream().wait();
+    if (relu_) {
+      synchronized_sums(std::true_type());
+    } else {
+      synchronized_sums(std::false_type());
+    }
+    if (bottom_->needs_grad) synchronized_input_gradient();
   }
 
   std::string describe() const override { return describe_; }
@@ -297,22 +312,57 @@ class BatchNormLayer : public Layer {
     }
   }
 
-  // oneDNN ran backward with the global statistics as given constants, so
-  // it wrote this replica's sums of dy and dy * xhat (the gradients of shift
-  // and scale, kept local: the gradient reducer averages them) and
-  // diff_src = gamma * inv_std * dy. Recomputes the input gradient with the
-  // terms that flow through the statistics, from the sums over all
-  // replicas:
+  // The sums over the global batch of dy and dy * xhat (dy cut by a fused
+  // ReLU where the output is 0), in double on each replica and over the
+  // replicas, as the statistics are: the gradients of shift and scale. Each
+  // replica's dy carries its share of the mean loss, so the sums are
+  // `replicas` times the one-process gradient; each replica keeps that
+  // gradient (sum / replicas), which the gradient reducer's average leaves
+  // as it is. (oneDNN's float sums over each replica's part would round
+  // differently for each rank count, and these sums often nearly cancel.)
+  template <class ReluCut>
+  void synchronized_sums(ReluCut relu_cut) {
+    const int64_t c_count = channels_, groups = groups_.groups();
+    const float* x = ptr(bottom_->data);
+    const float* y = ptr(top_->data);
+    const float* dy = ptr(top_->diff);
+    const float* mean = ptr(mean_);
+    const float* var = ptr(var_);
+    // sum(dy * xhat) = inv_std * (sum(dy * x) - mean * sum(dy)): two
+    // products per element, in double.
+#pragma omp parallel for schedule(static)
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t c0 = groups_.first_channel(g);
+      double s_dy[kMaxBlock] = {}, s_dyx[kMaxBlock] = {};
+      groups_.for_each(g, [&](int64_t at, auto lanes) {
+        for (int64_t l = 0; l < lanes; ++l) {
+          const float gl = relu_cut ? dy[at + l] * static_cast<float>(y[at + l] > 0.f) : dy[at + l];
+          s_dy[l] += gl;
+          s_dyx[l] += static_cast<double>(gl) * x[at + l];
+        }
+      });
+      for (int64_t l = 0; l < groups_.lanes(g); ++l) {
+        const double inv_std = 1 / std::sqrt(static_cast<double>(var[c0 + l]) + eps_);
+        sums_[static_cast<size_t>(c0 + l)] = s_dy[l];
+        sums_[static_cast<size_t>(c_count + c0 + l)] =
+            inv_std * (s_dyx[l] - mean[c0 + l] * s_dy[l]);
+      }
+    }
+    if (reducer_) reducer_->sum(sums_.data(), static_cast<size_t>(2 * c_count));
+    const double replicas = reducer_ ? reducer_->replicas() : 1;
+    float* dshift = ptr(shift_->grad);
+    float* dscale = ptr(scale_->grad);
+    for (int64_t c = 0; c < c_count; ++c) {
+      dshift[c] = static_cast<float>(sums_[static_cast<size_t>(c)] / replicas);
+      dscale[c] = static_cast<float>(sums_[static_cast<size_t>(c_count + c)] / replicas);
+    }
+  }
+
+  // The input gradient with the terms that flow through the statistics,
+  // from the sums over all replicas (synchronized_sums):
   //   dx = gamma * inv_std * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M).
   void synchronized_input_gradient() {
     const int64_t c_count = channels_, groups = groups_.groups();
-    const float* dshift = ptr(shift_->grad);
-    const float* dscale = ptr(scale_->grad);
-    for (int64_t c = 0; c < c_count; ++c) {
-      sums_[static_cast<size_t>(c)] = dshift[c];
-      sums_[static_cast<size_t>(c_count + c)] = dscale[c];
-    }
-    if (reducer_) reducer_->sum(sums_.data(), static_cast<size_t>(2 * c_count));
     const float* x = ptr(bottom_->data);
     const float* y = ptr(top_->data);
     const float* dy = ptr(top_->diff);

@@ -18,6 +18,8 @@ std::unique_ptr<Layer> make_add(const LayerSpec& spec);
 std::unique_ptr<Layer> make_concat(const LayerSpec& spec);
 std::unique_ptr<Layer> make_l2_normalize(const LayerSpec& spec);
 std::unique_ptr<Layer> make_softmax_cross_entropy(const LayerSpec& spec);
+std::unique_ptr<Layer> make_sigmoid_cross_entropy(const LayerSpec& spec);
+std::unique_ptr<Layer> make_triplet_loss(const LayerSpec& spec);
 std::unique_ptr<Layer> make_split(const LayerSpec& spec);
 
 }  // namespace dptrain

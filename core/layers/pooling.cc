@@ -1,5 +1,6 @@
 // MaxPool and AvgPool. Max pooling keeps oneDNN's workspace (where each
-// maximum came from) from forward for backward.
+// maximum came from) from forward for backward; an evaluation forward runs
+// the inference primitive, which writes none.
 #include "core/engine.h"
 #include "core/error.h"
 #include "core/layer.h"
@@ -57,6 +58,19 @@ class PoolingLayer : public Layer {
                                {DNNL_ARG_DST, top->data},
                                {DNNL_ARG_WORKSPACE, workspace_},
                                {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(fwd_pd)}});
+    dnnl::pooling_forward::primitive_desc infer_pd({dnnl::prop_kind::forward_inference,
+                                                    algo,
+                                                    bottom.desc(),
+                                                    fwd_pd.dst_desc(),
+                                                    {s, s},
+                                                    {k, k},
+                                                    {pad, pad},
+                                                    pad_r},
+                                                   default_attr(), cpu_engine());
+    infer_ = BoundPrimitive(dnnl::pooling_forward(infer_pd),
+                            {{DNNL_ARG_SRC, bottom.data},
+                             {DNNL_ARG_DST, top->data},
+                             {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(infer_pd)}});
     describe_ = fwd_pd.impl_info_str();
     if (!bottom.needs_grad) return;
     dnnl::pooling_backward::primitive_desc bwd_pd(
@@ -70,7 +84,7 @@ class PoolingLayer : public Layer {
                                 {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bwd_pd)}});
   }
 
-  void forward(bool) override { forward_.run(); }
+  void forward(bool training) override { (training ? forward_ : infer_).run(); }
   void backward() override {
     backward_.run();
     diff_src_.run();
@@ -82,7 +96,7 @@ class PoolingLayer : public Layer {
 
  private:
   memory workspace_;
-  BoundPrimitive forward_, backward_;
+  BoundPrimitive forward_, infer_, backward_;
   Relayout diff_src_;
   std::string describe_;
 };

@@ -30,6 +30,8 @@ const std::map<std::string, Entry>& registry() {
       {"Concat", {make_concat, false}},
       {"L2Normalize", {make_l2_normalize, false}},
       {"SoftmaxCrossEntropy", {make_softmax_cross_entropy, false}},
+      {"SigmoidCrossEntropy", {make_sigmoid_cross_entropy, false}},
+      {"TripletLoss", {make_triplet_loss, false}},
       {"Split", {make_split, false}},  // inserted by the net, not for configs
   };
   return table;
@@ -55,6 +57,10 @@ std::unique_ptr<Layer> create_layer(const LayerSpec& spec) {
                     "' (known: " + known + ")");
   }
   return it->second.make(spec);
+}
+
+bool is_loss_type(const std::string& type) {
+  return type == "SoftmaxCrossEntropy" || type == "SigmoidCrossEntropy" || type == "TripletLoss";
 }
 
 bool layer_has_params(const std::string& type) {

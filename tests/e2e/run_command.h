@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -105,6 +106,18 @@ class Background {
   bool done_ = false;
   int code_ = -1;
 };
+
+// `dptrain diff-weights A B`'s max_rel_diff between two weight files (or
+// checkpoints); infinity if it failed, its output printed.
+inline double max_rel_diff(const std::string& bin, const std::string& a, const std::string& b) {
+  const CommandResult r = run_command(bin + " diff-weights " + a + " " + b);
+  const auto at = r.output.rfind("max_rel_diff ");
+  if (r.exit_code != 0 || at == std::string::npos) {
+    std::fprintf(stderr, "diff-weights failed:\n%s\n", r.output.c_str());
+    return std::numeric_limits<double>::infinity();
+  }
+  return std::stod(r.output.substr(at + 13));
+}
 
 // Open MPI refuses to run as root unless told; CI runs as root.
 inline const std::string kMpiAsRoot =

@@ -43,10 +43,7 @@ std::string train(const std::string& config, const std::string& dir, const std::
 }
 
 double max_rel_diff(const std::string& a, const std::string& b) {
-  const auto r = run_command(kBin + " diff-weights " + a + " " + b);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  const auto at = r.output.rfind("max_rel_diff ");
-  return at == std::string::npos ? 1e9 : std::stod(r.output.substr(at + 13));
+  return dptrain::testing::max_rel_diff(kBin, a, b);
 }
 
 // Whole files compared, without printing megabytes of bytes on failure.

@@ -28,12 +28,9 @@ std::string lenet(const std::string& run_dir, const std::string& extra = "") {
          " > " + run_dir + ".log 2>&1";
 }
 
+// Of two run folders' final weights.
 double max_rel_diff(const std::string& a, const std::string& b) {
-  const auto r =
-      run_command(kBin + " diff-weights " + a + "/final_weights " + b + "/final_weights");
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  const auto at = r.output.rfind("max_rel_diff ");
-  return at == std::string::npos ? 1e9 : std::stod(r.output.substr(at + 13));
+  return dptrain::testing::max_rel_diff(kBin, a + "/final_weights", b + "/final_weights");
 }
 
 class MpiTraining : public ::testing::Test {

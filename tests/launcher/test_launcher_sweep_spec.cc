@@ -213,7 +213,8 @@ TEST(LauncherSweepSpec, EachInvalidCombinationIsOneLineNamingTheField) {
       {"unknown metric",
        [](SweepSpec* s, TrainSpec*) { s->mutable_objective()->set_metric("acc"); },
        "objective.metric must be one of the eval record fields (test_accuracy, test_loss, "
-       "val_accuracy, val_loss), got \"acc\""},
+       "val_accuracy, val_loss, auc_macro, map_macro, auc, average_precision, knn_accuracy, "
+       "verification_auc, retrieval_map), got \"acc\""},
       {"start point under GRID",
        [](SweepSpec* s, TrainSpec*) {
          s->set_algorithm(SweepSpec::GRID);

@@ -93,6 +93,11 @@ struct HarnessOptions {
   std::string loss = "";  // fields inside the loss layer, e.g. "loss { ... }"
   ReplicaReducer* reducer = nullptr;
   bool pre = true;  // false: the layers under test read "data" (no input gradient)
+  // The loss and what comes between head and loss: head has `outputs`
+  // (0: classes) outputs; labels are drawn from [0, classes).
+  std::string loss_type = "SoftmaxCrossEntropy";
+  int outputs = 0;
+  std::string after_head = "";
 };
 
 class Harness {
@@ -106,8 +111,8 @@ class Harness {
     const std::string text =
         (opt.pre ? pre : "") + layers +
         "\nlayer { name: 'head' type: 'InnerProduct' inner_product { num_output: " +
-        std::to_string(opt.classes) + " } }\nlayer { name: 'loss' type: 'SoftmaxCrossEntropy' " +
-        opt.loss + " }\n";
+        std::to_string(opt.outputs > 0 ? opt.outputs : opt.classes) + " } }\n" + opt.after_head +
+        "\nlayer { name: 'loss' type: '" + opt.loss_type + "' " + opt.loss + " }\n";
     spec_ = parse_net(text);
     seed_ = opt.seed;
     // Blobs keep their bytes so that tests can read any of them after a
@@ -128,6 +133,10 @@ class Harness {
   Net& net() { return *net_; }
   std::vector<float>& input() { return x_; }
   const std::vector<int32_t>& labels() const { return labels_; }
+  void set_labels(const std::vector<int32_t>& labels) {
+    labels_ = labels;
+    net_->set_input(x_.data(), labels_.data(), input_dims_[0]);
+  }
   const memory::dims& input_dims() const { return input_dims_; }
 
   double loss(bool training = true) {

@@ -568,5 +568,80 @@ TEST(FashionMnistDatasetTest, LoadsTheRealData) {
   EXPECT_EQ(test_counts, std::vector<int>(10, 1000));
 }
 
+TEST(ClassSelectionTest, KeepsTheChosenClassesRelabelledInTheOrderGiven) {
+  DataSpec spec = synthetic_spec();
+  for (const char* name : {"a", "b", "c", "d"}) spec.add_class_names(name);
+  const DatasetSplits all = load_dataset(spec, 7);
+  spec.add_classes(3);
+  spec.add_classes(1);
+  const DatasetSplits some = load_dataset(spec, 7);
+  EXPECT_EQ(some.class_names, (std::vector<std::string>{"d", "b"}));
+  for (auto [from, to] : {std::pair{&all.train, &some.train}, std::pair{&all.test, &some.test}}) {
+    EXPECT_EQ(to->classes, 2);
+    std::vector<int32_t> expected;
+    std::vector<uint8_t> pixels;
+    const auto sample = static_cast<size_t>(from->sample_size());
+    for (size_t i = 0; i < from->labels.size(); ++i) {
+      const int32_t l = from->labels[i];
+      if (l != 3 && l != 1) continue;
+      expected.push_back(l == 3 ? 0 : 1);
+      pixels.insert(pixels.end(), from->pixels.begin() + static_cast<ptrdiff_t>(i * sample),
+                    from->pixels.begin() + static_cast<ptrdiff_t>((i + 1) * sample));
+    }
+    EXPECT_EQ(to->labels, expected);
+    EXPECT_EQ(to->pixels, pixels);
+  }
+}
+
+TEST(ClassSelectionTest, PositiveClassesMakeABinaryTask) {
+  DataSpec spec = synthetic_spec();
+  for (const char* name : {"a", "b", "c", "d"}) spec.add_class_names(name);
+  const DatasetSplits all = load_dataset(spec, 7);
+  spec.add_classes(0);
+  spec.add_classes(2);
+  spec.add_positive_classes(2);
+  DatasetSplits binary = load_dataset(spec, 7);
+  EXPECT_EQ(binary.class_names, (std::vector<std::string>{"a", "c"}));
+  std::vector<int32_t> expected;
+  for (int32_t l : all.train.labels) {
+    if (l == 0 || l == 2) expected.push_back(l == 2);
+  }
+  EXPECT_EQ(binary.train.labels, expected);
+  EXPECT_EQ(binary.train.classes, 2);
+  // Without data.classes every class is kept; several negatives are named
+  // after the positives.
+  spec.clear_classes();
+  spec.clear_positive_classes();
+  spec.add_positive_classes(1);
+  spec.add_positive_classes(3);
+  binary = load_dataset(spec, 7);
+  EXPECT_EQ(binary.class_names, (std::vector<std::string>{"not b or d", "b or d"}));
+  EXPECT_EQ(binary.train.size(), all.train.size());
+  for (size_t i = 0; i < all.train.labels.size(); ++i) {
+    EXPECT_EQ(binary.train.labels[i], all.train.labels[i] % 2);
+  }
+}
+
+TEST(ClassSelectionTest, BadSelectionsNameTheField) {
+  auto error = [](auto edit) {
+    DataSpec spec = synthetic_spec();
+    edit(spec);
+    try {
+      load_dataset(spec, 7);
+    } catch (const UserError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_THAT(error([](DataSpec& s) { s.add_classes(4); }),
+              HasSubstr("data.classes: class 4 is outside the dataset's [0, 4)"));
+  EXPECT_THAT(error([](DataSpec& s) { s.add_classes(1), s.add_classes(1); }),
+              HasSubstr("class 1 is named twice"));
+  EXPECT_THAT(error([](DataSpec& s) { s.add_classes(1), s.add_positive_classes(2); }),
+              HasSubstr("data.positive_classes: class 2"));
+  EXPECT_THAT(error([](DataSpec& s) { s.add_classes(1), s.add_positive_classes(1); }),
+              HasSubstr("no label 0"));
+}
+
 }  // namespace
 }  // namespace dptrain
