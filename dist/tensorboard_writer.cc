@@ -83,13 +83,13 @@ void TensorBoardWriter::on_record(const MetricsRecord& r) {
     if (r.has_images_per_sec()) add_scalar(s, "train/images_per_sec", r.images_per_sec());
     if (r.has_allreduce_wait_fraction())
       add_scalar(s, "train/allreduce_wait_fraction", r.allreduce_wait_fraction());
+    if (r.has_active_triplet_fraction())
+      add_scalar(s, "train/active_triplet_fraction", r.active_triplet_fraction());
   } else if (r.kind() == "eval") {
     if (r.has_test_loss()) add_scalar(s, "test/loss", r.test_loss());
     if (r.has_test_accuracy()) add_scalar(s, "test/accuracy", r.test_accuracy());
     if (r.has_val_loss()) add_scalar(s, "val/loss", r.val_loss());
     if (r.has_val_accuracy()) add_scalar(s, "val/accuracy", r.val_accuracy());
-    if (r.has_active_triplet_fraction())
-      add_scalar(s, "train/active_triplet_fraction", r.active_triplet_fraction());
     if (r.has_auc_macro()) add_scalar(s, "test/auc_macro", r.auc_macro());
     if (r.has_map_macro()) add_scalar(s, "test/map_macro", r.map_macro());
     if (r.has_auc()) add_scalar(s, "test/auc", r.auc());

@@ -21,6 +21,7 @@
 #include "core/engine.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/log.h"
 #include "core/lr_schedule.h"
 #include "core/optimizer.h"
 #include "dist/checkpointer.h"
@@ -361,11 +362,24 @@ EvalShard Trainer::forward_shard(BatchLoader& loader, int64_t samples, bool with
 
 Evaluation Trainer::evaluate_on(BatchLoader& loader, int64_t samples, bool with_ranking) {
   State& s = *s_;
+  const Clock::time_point t0 = Clock::now();
   const EvalShard shard = forward_shard(loader, samples, true);
+  const double pass = seconds_since(t0);
   EvalShard gallery;
+  const Clock::time_point t1 = Clock::now();
   if (s.gallery_loader) gallery = forward_shard(*s.gallery_loader, s.data.train.size(), false);
-  return finish_evaluation(s.comm, s.net->loss_layer().kind(), s.data.train.classes, shard,
-                           &gallery, with_ranking, s.data.class_names);
+  const double gallery_pass = seconds_since(t1);
+  const Clock::time_point t2 = Clock::now();
+  Evaluation e = finish_evaluation(s.comm, s.net->loss_layer().kind(), s.data.train.classes, shard,
+                                   &gallery, with_ranking, s.data.class_names);
+  if (log_enabled(LogLevel::kDebug)) {
+    char line[160];
+    std::snprintf(line, sizeof line,
+                  "evaluation: forward %.3f s, gallery forward %.3f s, figures %.3f s", pass,
+                  gallery_pass, seconds_since(t2));
+    log_debug(line);
+  }
+  return e;
 }
 
 Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,

@@ -84,6 +84,8 @@ TEST_F(TensorBoard, TwoRankRunWritesEveryMetricAsTensorBoardReadsIt) {
       want("test/accuracy", m.test_accuracy());
       want("val/loss", m.val_loss());
       want("val/accuracy", m.val_accuracy());
+      want("test/auc_macro", m.auc_macro());
+      want("test/map_macro", m.map_macro());
       ASSERT_EQ(m.test_confusion_size(), 100);
       // "Ankle boot" is class 9: recall = its diagonal over its row.
       int64_t row = 0;
@@ -104,6 +106,37 @@ TEST_F(TensorBoard, TwoRankRunWritesEveryMetricAsTensorBoardReadsIt) {
     per_class +=
         key.first.rfind("test_precision/", 0) == 0 || key.first.rfind("test_recall/", 0) == 0;
   EXPECT_EQ(per_class, 2 * 10 * 2);
+}
+
+TEST_F(TensorBoard, EmbeddingAndBinaryRunsWriteTheirOwnFigures) {
+  const std::string configs = std::string(DPTRAIN_SOURCE_DIR) + "/configs/";
+  struct Case {
+    std::string config;
+    std::vector<std::string> tags;
+  };
+  for (const Case& c : {Case{"embed_fmnist",
+                             {"train/active_triplet_fraction", "test/knn_accuracy",
+                              "test/verification_auc", "test/retrieval_map"}},
+                        Case{"logreg_binary_fmnist", {"test/auc", "test/average_precision"}}}) {
+    const std::string run = dir_ / c.config;
+    const auto r = run_command(kBin + " train " + configs + c.config + ".textproto --run-dir " +
+                               run + " --set data.train_limit=480 --set data.test_limit=200" +
+                               " --set solver.epochs=1");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const TfEventFile events = read_tfevents(slurp(event_files(run).at(0)));
+    ASSERT_EQ(events.error, "");
+    const MetricsRecord eval = read_metrics(run + "/metrics.jsonl").back();
+    for (const std::string& tag : c.tags) {
+      const auto it = std::find_if(events.scalars.begin(), events.scalars.end(),
+                                   [&](const TfScalar& s) { return s.tag == tag; });
+      ASSERT_NE(it, events.scalars.end()) << c.config << ": " << tag;
+      const auto* field = eval.GetDescriptor()->FindFieldByName(tag.substr(tag.find('/') + 1));
+      if (field && tag.rfind("test/", 0) == 0) {
+        EXPECT_EQ(it->value, static_cast<float>(eval.GetReflection()->GetDouble(eval, field)))
+            << tag;
+      }
+    }
+  }
 }
 
 TEST_F(TensorBoard, AResumedRunTellsTensorBoardWhereItRestarted) {
