@@ -171,9 +171,10 @@ class LossLayer : public Layer {
  public:
   using Layer::Layer;
   // What the net computes: class scores (SoftmaxCrossEntropy), the
-  // probability of label 1 (SigmoidCrossEntropy), or an embedding
-  // (TripletLoss), whose labels only say which samples belong together.
-  enum class Kind { kClassifier, kBinary, kEmbedding };
+  // probability of label 1 (SigmoidCrossEntropy), an embedding
+  // (TripletLoss), whose labels only say which samples belong together, or
+  // a reconstruction of its input (MSELoss, L1Loss), which reads no labels.
+  enum class Kind { kClassifier, kBinary, kEmbedding, kReconstruction };
   virtual Kind kind() const = 0;
   // The loss of the last forward (its mean over the valid samples, or the
   // triplet loss's own normalisation).
@@ -186,8 +187,8 @@ class LossLayer : public Layer {
   // The classes labels range over (2 for kBinary, 0 for kEmbedding: any).
   virtual int classes() const = 0;
   // score_width() floats per sample of the last forward (padding rows
-  // included): class probabilities, the probability of label 1, or the
-  // embedding.
+  // included): class probabilities, the probability of label 1, the
+  // embedding, or the squared error per channel.
   virtual const float* scores() const = 0;
   virtual int score_width() const = 0;
   // kEmbedding: the fraction of mined triplets with a positive loss in the
@@ -199,7 +200,10 @@ class LossLayer : public Layer {
   void check_label_bottom(const Blob& bottom) const;
 };
 
-// Whether a layer type is a loss (the last layer of a net).
+// Whether a layer type is a loss (the last layer of a net), and the blob it
+// reads besides the net's output unless told: "label", or "data" for the
+// reconstruction losses.
 bool is_loss_type(const std::string& type);
+std::string default_loss_target(const std::string& type);
 
 }  // namespace dptrain

@@ -36,7 +36,7 @@ std::vector<Node> resolve(const NetSpec& spec) {
     if (!names.insert(s.name()).second)
       throw UserError("net: two layers are named '" + s.name() + "'");
     if (s.bottom_size() == 0) s.add_bottom(previous);
-    if (is_loss_type(s.type()) && s.bottom_size() == 1) s.add_bottom("label");
+    if (is_loss_type(s.type()) && s.bottom_size() == 1) s.add_bottom(default_loss_target(s.type()));
     if (!s.has_top()) s.set_top(s.name());
     for (const std::string& b : s.bottom()) {
       if (!blobs.count(b)) {
@@ -63,7 +63,8 @@ std::map<std::string, int> count_consumers(const std::vector<Node>& nodes) {
 }
 
 bool can_fuse(const std::string& producer, const Activation& act) {
-  if (producer == "Convolution" || producer == "InnerProduct") return true;
+  if (producer == "Convolution" || producer == "Deconvolution" || producer == "InnerProduct")
+    return true;
   // oneDNN's batch normalization folds in a plain ReLU only.
   return producer == "BatchNorm" && act.type == "ReLU";
 }
@@ -236,8 +237,8 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
   std::vector<Node> nodes = insert_splits(fuse(resolve(spec)));
   if (!is_loss_type(nodes.back().spec.type())) {
     throw UserError(
-        "net: the last layer must be the loss (SoftmaxCrossEntropy, SigmoidCrossEntropy or "
-        "TripletLoss), not '" +
+        "net: the last layer must be the loss (SoftmaxCrossEntropy, SigmoidCrossEntropy, "
+        "TripletLoss, MSELoss or L1Loss), not '" +
         nodes.back().spec.name() + "'");
   }
   auto consumers = count_consumers(nodes);

@@ -44,12 +44,28 @@ void EvalShard::add(const LossLayer& loss, const int32_t* batch_labels, int64_t 
   loss_sum += static_cast<double>(loss.loss()) * static_cast<double>(count);
 }
 
-Evaluation finish_evaluation(const Communicator& comm, LossLayer::Kind kind, int classes,
-                             const EvalShard& shard, const EvalShard* gallery, bool with_ranking,
-                             const std::vector<std::string>& class_names) {
+Evaluation finish_evaluation(const Communicator& comm, const EvalSetting& setting,
+                             const EvalShard& shard, const EvalShard* gallery, bool with_ranking) {
+  const LossLayer::Kind kind = setting.kind;
+  const std::vector<std::string>& class_names = setting.class_names;
   Evaluation e;
   e.kind = kind;
-  e.confusion = ConfusionMatrix(classes);
+  if (kind == LossLayer::Kind::kReconstruction) {
+    // Each sample's squared error per channel, in pixel units, summed.
+    double sums[2] = {shard.loss_sum, 0};
+    const size_t width = static_cast<size_t>(shard.width);
+    for (size_t i = 0; i < shard.scores.size(); ++i) {
+      const size_t c = i % width;
+      sums[1] += shard.scores[i] * (c < setting.pixel_scale.size() ? setting.pixel_scale[c] : 1.0);
+    }
+    double count = static_cast<double>(shard.labels.size());
+    comm.allreduce_sum(sums, 2);
+    comm.allreduce_sum(&count, 1);
+    e.loss = count > 0 ? sums[0] / count : 0;
+    e.mse = count > 0 ? sums[1] / (count * static_cast<double>(width)) : 0;
+    return e;
+  }
+  e.confusion = ConfusionMatrix(setting.classes);
   const std::vector<int32_t> labels = comm.allgather_concat(shard.labels);
   const auto n = static_cast<int64_t>(labels.size());
   double loss_sum = shard.loss_sum;
@@ -116,6 +132,10 @@ Evaluation finish_evaluation(const Communicator& comm, LossLayer::Kind kind, int
 
 void Evaluation::fill_test(MetricsRecord* r) const {
   r->set_test_loss(loss);
+  if (kind == LossLayer::Kind::kReconstruction) {
+    r->set_test_mse(mse);
+    return;
+  }
   r->set_test_accuracy(accuracy);
   for (int64_t n : confusion.counts()) r->add_test_confusion(static_cast<int32_t>(n));
   // A figure that is undefined here (NaN: a class never present) is left out.
@@ -136,12 +156,18 @@ void Evaluation::fill_test(MetricsRecord* r) const {
       set(verification_auc, [&](double v) { r->set_verification_auc(v); });
       set(retrieval_map, [&](double v) { r->set_retrieval_map(v); });
       break;
+    case LossLayer::Kind::kReconstruction:
+      break;
   }
 }
 
 std::string Evaluation::report(const std::vector<std::string>& class_names) const {
   std::string out = "test_loss " + fixed(loss) + "\n";
   switch (kind) {
+    case LossLayer::Kind::kReconstruction:
+      char mse_line[64];
+      std::snprintf(mse_line, sizeof mse_line, "test_mse %.6f\n", mse);
+      return out + mse_line;
     case LossLayer::Kind::kEmbedding:
       out += "knn_accuracy " + fixed(knn_accuracy) + "\nverification_auc " +
              fixed(verification_auc) + "\nretrieval_map " + fixed(retrieval_map) + "\n";

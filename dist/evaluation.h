@@ -5,7 +5,8 @@
 //  binary: the same at probability 0.5, and ROC AUC and average precision;
 //  embedding: 1-NN accuracy against a gallery (the training set), its
 //    confusion matrix, verification ROC AUC over all pairs of the first
-//    2,000 samples and retrieval mAP over those 2,000 queries.
+//    2,000 samples and retrieval mAP over those 2,000 queries;
+//  reconstruction: loss and the mean squared error per pixel.
 // Scores are gathered onto every rank before any ranking, so the figures
 // do not depend on the rank count; the work of the large searches (the
 // queries of 1-NN and of retrieval) is split across ranks.
@@ -42,6 +43,7 @@ struct Evaluation {
   ClassRanking class_ranking;                                        // classifier
   double auc = 0, average_precision = 0;                             // binary
   double knn_accuracy = 0, verification_auc = 0, retrieval_map = 0;  // embedding
+  double mse = 0;                                                    // reconstruction
   // Named ROC curves: one per class, the positive class's, or the
   // verification pairs'.
   std::vector<std::pair<std::string, std::vector<RocPoint>>> roc;
@@ -54,12 +56,21 @@ struct Evaluation {
   std::string roc_csv() const;
 };
 
+// What an evaluation is given besides the scores.
+struct EvalSetting {
+  LossLayer::Kind kind = LossLayer::Kind::kClassifier;
+  int classes = 0;  // the data's
+  std::vector<std::string> class_names;
+  // Reconstruction: per channel, what turns a squared error into pixel
+  // units (data.std squared, when the target is the normalised input).
+  std::vector<double> pixel_scale;
+};
+
 // Every rank calls it with its shard (and, for embeddings, its shard of
 // the gallery); with_ranking false gives loss and accuracy only (the
-// held-out split). `classes` is the data's.
-Evaluation finish_evaluation(const Communicator& comm, LossLayer::Kind kind, int classes,
-                             const EvalShard& shard, const EvalShard* gallery, bool with_ranking,
-                             const std::vector<std::string>& class_names);
+// held-out split).
+Evaluation finish_evaluation(const Communicator& comm, const EvalSetting& setting,
+                             const EvalShard& shard, const EvalShard* gallery, bool with_ranking);
 
 // The pairs and queries of verification and retrieval: the first this
 // many samples of the evaluated set.

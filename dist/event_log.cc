@@ -21,9 +21,15 @@ void EventLog::on_start(const RunInfo& info) {
 void EventLog::on_record(const MetricsRecord& r) {
   char line[256];
   if (r.kind() == "eval") {
-    std::snprintf(line, sizeof line,
-                  "evaluation at epoch %d (step %d): test_accuracy %.4f, test_loss %.4f", r.epoch(),
-                  r.step(), r.test_accuracy(), r.test_loss());
+    if (r.has_test_mse()) {
+      std::snprintf(line, sizeof line,
+                    "evaluation at epoch %d (step %d): test_mse %.6f, test_loss %.4f", r.epoch(),
+                    r.step(), r.test_mse(), r.test_loss());
+    } else {
+      std::snprintf(line, sizeof line,
+                    "evaluation at epoch %d (step %d): test_accuracy %.4f, test_loss %.4f",
+                    r.epoch(), r.step(), r.test_accuracy(), r.test_loss());
+    }
     std::string text = line;
     if (r.has_val_accuracy()) {
       std::snprintf(line, sizeof line, ", val_accuracy %.4f, val_loss %.4f", r.val_accuracy(),

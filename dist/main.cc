@@ -5,6 +5,7 @@
 //                 [--stop-at-step N] [--init-weights FILE [--reinit LAYER]...]
 //   dptrain eval CONFIG --weights FILE [--set PATH=VALUE]...
 //   dptrain embed CONFIG --weights FILE --out FILE.npy [--train-set] [--set ...]
+//   dptrain reconstruct CONFIG --weights FILE --out DIR [--count N] [--set ...]
 //   dptrain diff-weights A B [--tolerance T]
 //
 // Exit codes: 0 success, 2 a user error (bad flag, config, file), 3 a
@@ -29,6 +30,7 @@
 #include "core/file_io.h"
 #include "core/log.h"
 #include "core/npy.h"
+#include "core/png.h"
 #include "dist/checkpointer.h"
 #include "dist/communicator.h"
 #include "dist/control_client.h"
@@ -65,6 +67,7 @@ std::optional<std::pair<int64_t, int64_t>> step_window(const std::string& v) {
 struct Args {
   std::string command, config, run_dir, weights, init_weights, out;
   bool train_set = false;
+  int64_t count = 32;
   std::vector<std::string> sets, reinit, files;
   std::vector<int> rung_epochs;
   std::string timeline, timeline_steps = "0:99", log_level = "info";
@@ -82,10 +85,10 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
   app.require_subcommand(1);
   if (argc > 1 && argv[1][0] != '-' && std::strcmp(argv[1], "train") != 0 &&
       std::strcmp(argv[1], "eval") != 0 && std::strcmp(argv[1], "embed") != 0 &&
-      std::strcmp(argv[1], "diff-weights") != 0) {
+      std::strcmp(argv[1], "reconstruct") != 0 && std::strcmp(argv[1], "diff-weights") != 0) {
     std::fprintf(stderr,
-                 "dptrain: unknown command '%s' (train, eval, embed or diff-weights; see dptrain "
-                 "--help)\n",
+                 "dptrain: unknown command '%s' (train, eval, embed, reconstruct or diff-weights; "
+                 "see dptrain --help)\n",
                  argv[1]);
     return 2;
   }
@@ -130,7 +133,9 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
   CLI::App* eval = app.add_subcommand("eval", "evaluate weights on the test set");
   CLI::App* embed = app.add_subcommand(
       "embed", "write an embedding net's embeddings of the test set as a NumPy array");
-  for (CLI::App* sub : {train, eval, embed}) {
+  CLI::App* reconstruct = app.add_subcommand(
+      "reconstruct", "draw test images beside an autoencoder's reconstructions, as a PNG");
+  for (CLI::App* sub : {train, eval, embed, reconstruct}) {
     sub->add_option("--log-level", a.log_level,
                     "events logged on stderr, with time and rank: error, warn, info (default) or "
                     "debug")
@@ -148,6 +153,12 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
       ->required();
   embed->add_flag("--train-set", a.train_set, "the training set's embeddings, not the test set's");
   embed->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
+  reconstruct->add_option("CONFIG", a.config, "config the weights were trained with")->required();
+  reconstruct->add_option("--weights", a.weights, "final_weights or a checkpoint")->required();
+  reconstruct->add_option("--out", a.out, "folder for reconstructions.png")->required();
+  reconstruct->add_option("--count", a.count, "test images drawn (default 32)")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  reconstruct->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
   CLI::App* diff = app.add_subcommand("diff-weights", "compare two weight files tensor by tensor");
   diff->add_option("FILES", a.files, "two final_weights files or checkpoints, A and B")
       ->required()
@@ -261,6 +272,57 @@ void embed(const Args& a, const TrainSpec& spec, const Communicator& comm) {
   write_file_atomically(labels_path(a.out), npy_bytes(e.labels, {n}));
   std::printf("dptrain: %lld embeddings of %d dimensions to %s, labels to %s\n",
               static_cast<long long>(n), e.width, a.out.c_str(), labels_path(a.out).c_str());
+}
+
+// Pairs of tiles (image | reconstruction), 8 pairs a row, on white.
+std::vector<uint8_t> reconstruction_grid(const Trainer::Reconstructions& r, int* width,
+                                         int* height) {
+  constexpr int64_t kPairsPerRow = 8, kGap = 2;
+  const int64_t h = r.height, w = r.width, c = r.channels;
+  const int64_t cols = std::min(kPairsPerRow, r.count), rows = (r.count + cols - 1) / cols;
+  *width = static_cast<int>(cols * 2 * w + (cols + 1) * kGap);
+  *height = static_cast<int>(rows * h + (rows + 1) * kGap);
+  std::vector<uint8_t> img(static_cast<size_t>(*width * *height * c), 255);
+  auto put = [&](const std::vector<float>& src, int64_t i, int64_t x0, int64_t y0) {
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t y = 0; y < h; ++y)
+        for (int64_t x = 0; x < w; ++x) {
+          const float v = src[static_cast<size_t>(((i * c + ch) * h + y) * w + x)];
+          const float clamped = std::min(1.f, std::max(0.f, v));
+          img[static_cast<size_t>(((y0 + y) * *width + x0 + x) * c + ch)] =
+              static_cast<uint8_t>(std::lround(clamped * 255.f));
+        }
+  };
+  for (int64_t i = 0; i < r.count; ++i) {
+    const int64_t x0 = kGap + (i % cols) * (2 * w + kGap), y0 = kGap + (i / cols) * (h + kGap);
+    put(r.inputs, i, x0, y0);
+    put(r.outputs, i, x0 + w, y0);
+  }
+  return img;
+}
+
+void reconstruct(const Args& a, const TrainSpec& spec, const Communicator& comm) {
+  Trainer trainer(spec, comm, "");
+  if (trainer.net().loss_layer().kind() != LossLayer::Kind::kReconstruction) {
+    throw UserError(a.config + ": the net's loss is " + trainer.net().loss_layer().type() +
+                    ", not a reconstruction's (MSELoss or L1Loss); dptrain eval evaluates it");
+  }
+  trainer.load_weights(a.weights);
+  if (comm.rank() != 0) return;
+  const Trainer::Reconstructions r = trainer.reconstruct(a.count);
+  if (r.channels != 1 && r.channels != 3) {
+    throw UserError("reconstruct draws images of 1 or 3 channels, not " +
+                    std::to_string(r.channels));
+  }
+  int width = 0, height = 0;
+  const std::vector<uint8_t> grid = reconstruction_grid(r, &width, &height);
+  std::error_code ec;
+  fs::create_directories(a.out, ec);
+  if (ec) throw UserError("cannot create " + a.out + ": " + ec.message());
+  const std::string path = (fs::path(a.out) / "reconstructions.png").string();
+  write_file_atomically(path, png_bytes(grid, width, height, r.channels));
+  std::printf("dptrain: %lld test images beside their reconstructions in %s (%dx%d)\n",
+              static_cast<long long>(r.count), path.c_str(), width, height);
 }
 
 int train(const Args& a, const TrainSpec& spec, Communicator& comm) {
@@ -381,6 +443,8 @@ int main(int argc, char** argv) {
       code = train(args, spec, comm);
     } else if (args.command == "embed") {
       embed(args, spec, comm);
+    } else if (args.command == "reconstruct") {
+      reconstruct(args, spec, comm);
     } else {
       Trainer trainer(spec, comm, "");
       trainer.load_weights(args.weights);

@@ -95,16 +95,26 @@ void ProgressDisplay::on_record(const MetricsRecord& r) {
       std::snprintf(field, sizeof field, "  %s %.4f", figures[i].first, figures[i].second);
       ranking += field;
     }
-    std::printf("%sepoch %d  step %d  test_loss %.4f  %s %.4f%s%s\n", bar_ ? "\r\033[K" : "",
-                r.epoch(), r.step(), r.test_loss(),
-                r.has_knn_accuracy() ? "knn_accuracy" : "test_accuracy", r.test_accuracy(),
-                ranking.c_str(), val);
+    char main_figure[48];
+    if (r.has_test_mse()) {
+      std::snprintf(main_figure, sizeof main_figure, "test_mse %.6f", r.test_mse());
+    } else {
+      std::snprintf(main_figure, sizeof main_figure, "%s %.4f",
+                    r.has_knn_accuracy() ? "knn_accuracy" : "test_accuracy", r.test_accuracy());
+    }
+    last_figure_ = main_figure;
+    std::printf("%sepoch %d  step %d  test_loss %.4f  %s%s%s\n", bar_ ? "\r\033[K" : "", r.epoch(),
+                r.step(), r.test_loss(), main_figure, ranking.c_str(), val);
   } else if (!bar_) {
-    const bool triplets = r.has_active_triplet_fraction();
-    std::printf("epoch %d  step %d/%lld  loss %.4f  %s %.4f  lr %.4g  %.0f img/s  eta %s\n",
-                r.epoch(), r.step(), static_cast<long long>(info_.steps_total), r.train_loss(),
-                triplets ? "active" : "acc",
-                triplets ? r.active_triplet_fraction() : r.train_accuracy(),
+    // The second figure: accuracy, the active triplets, or none.
+    char second[32] = "";
+    if (r.has_active_triplet_fraction()) {
+      std::snprintf(second, sizeof second, "  active %.4f", r.active_triplet_fraction());
+    } else if (r.has_train_accuracy()) {
+      std::snprintf(second, sizeof second, "  acc %.4f", r.train_accuracy());
+    }
+    std::printf("epoch %d  step %d/%lld  loss %.4f%s  lr %.4g  %.0f img/s  eta %s\n", r.epoch(),
+                r.step(), static_cast<long long>(info_.steps_total), r.train_loss(), second,
                 static_cast<double>(r.lr()), r.images_per_sec(),
                 format_duration(eta(r.wall_time(), r.step())).c_str());
   }
@@ -116,9 +126,9 @@ void ProgressDisplay::on_end(const RunEnd& end) {
     std::printf("%sstopped at step %lld with checkpoint %s; resume with --resume\n",
                 bar_ ? "\r\033[K" : "", static_cast<long long>(end.step), end.checkpoint.c_str());
   } else {
-    std::printf("done: %lld steps in %s, test accuracy %.4f, run folder %s\n",
-                static_cast<long long>(end.step), format_duration(end.wall_time).c_str(),
-                end.test_accuracy, info_.run_dir.c_str());
+    std::printf("done: %lld steps in %s, %srun folder %s\n", static_cast<long long>(end.step),
+                format_duration(end.wall_time).c_str(),
+                last_figure_.empty() ? "" : (last_figure_ + ", ").c_str(), info_.run_dir.c_str());
   }
   std::fflush(stdout);
 }

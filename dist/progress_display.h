@@ -5,6 +5,8 @@
 // DPTRAIN_PROGRESS=bar or =lines decides explicitly.
 #pragma once
 
+#include <string>
+
 #include "dist/run_hook.h"
 
 namespace dptrain {
@@ -23,6 +25,7 @@ class ProgressDisplay : public RunHook {
   bool bar_;
   RunInfo info_;
   double last_draw_ = -1;
+  std::string last_figure_;  // the last evaluation's main figure, for the end
 };
 
 std::string format_duration(double seconds);

@@ -44,7 +44,6 @@ struct StepReport {
 struct RunEnd {
   int64_t step = 0;
   double wall_time = 0;
-  double test_accuracy = 0;
   bool stopped = false;    // by a request: a checkpoint was written, exit 75
   std::string checkpoint;  // the last durable checkpoint, if any
 };

@@ -97,6 +97,7 @@ void TensorBoardWriter::on_record(const MetricsRecord& r) {
     if (r.has_knn_accuracy()) add_scalar(s, "test/knn_accuracy", r.knn_accuracy());
     if (r.has_verification_auc()) add_scalar(s, "test/verification_auc", r.verification_auc());
     if (r.has_retrieval_map()) add_scalar(s, "test/retrieval_map", r.retrieval_map());
+    if (r.has_test_mse()) add_scalar(s, "test/mse", r.test_mse());
     // Per class from the confusion matrix (row = true, column = predicted).
     int n = 0;
     while (n * n < r.test_confusion_size()) ++n;

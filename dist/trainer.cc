@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <numeric>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -24,6 +25,7 @@
 #include "core/log.h"
 #include "core/lr_schedule.h"
 #include "core/optimizer.h"
+#include "core/primitive.h"
 #include "dist/checkpointer.h"
 #include "dist/distributed_sampler.h"
 #include "dist/gradient_reducer.h"
@@ -193,7 +195,8 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
   // Micro-batch gradients are summed: each carries 1/k of the step's mean.
   s.net->state().loss_scale = 1.f / static_cast<float>(accumulate);
   const LossLayer& loss = s.net->loss_layer();
-  if (loss.kind() != LossLayer::Kind::kEmbedding && loss.classes() != train.classes) {
+  if ((loss.kind() == LossLayer::Kind::kClassifier || loss.kind() == LossLayer::Kind::kBinary) &&
+      loss.classes() != train.classes) {
     throw UserError("net: the loss sees " + std::to_string(loss.classes()) +
                     " classes but the data has " + std::to_string(train.classes) +
                     (loss.kind() == LossLayer::Kind::kBinary
@@ -344,6 +347,57 @@ EvalShard Trainer::outputs(bool train_set) {
   return shard;
 }
 
+Trainer::Reconstructions Trainer::reconstruct(int64_t count) {
+  State& s = *s_;
+  Net& net = *s.net;
+  const LossLayer& loss = net.loss_layer();
+  if (loss.kind() != LossLayer::Kind::kReconstruction) {
+    throw UserError("the net's loss is " + loss.type() +
+                    ", not a reconstruction's (MSELoss or L1Loss)");
+  }
+  const Dataset& test = s.data.test;
+  Reconstructions r;
+  r.count = std::min<int64_t>(count, test.size());
+  r.channels = test.channels;
+  r.height = test.height;
+  r.width = test.width;
+  const Blob& out = net.blob(loss.bottom_names().at(0));
+  if (out.dims() != net.input_dims()) {
+    throw UserError("the net's output '" + out.name + "' is not of the input's shape");
+  }
+  const int64_t sample = test.sample_size();
+  std::vector<float> plain(static_cast<size_t>(net.input_dims()[0] * sample));
+  dnnl::memory plain_out(plain_desc(out.dims()), cpu_engine(), plain.data());
+  const BoundPrimitive to_plain = make_reorder(out.data, plain_out);
+  std::vector<int64_t> first(static_cast<size_t>(r.count));
+  std::iota(first.begin(), first.end(), 0);
+  s.eval_loader->start(0, first, false);
+  while (const Batch* batch = s.eval_loader->next()) {
+    net.set_input(batch->images, batch->labels, batch->count);
+    net.forward(false);
+    to_plain.run();
+    cpu_stream().wait();
+    r.inputs.insert(r.inputs.end(), batch->images, batch->images + batch->count * sample);
+    r.outputs.insert(r.outputs.end(), plain.begin(), plain.begin() + batch->count * sample);
+  }
+  // Back to pixels: x * std + mean per channel (the output too, where it
+  // was trained against the normalised input).
+  const std::string& target = loss.bottom_names().at(1);
+  const bool normalized_output = target.substr(0, target.find('/')) == "data";
+  const int64_t plane = static_cast<int64_t>(r.height) * r.width;
+  auto pixels = [&](std::vector<float>& v) {
+    for (size_t i = 0; i < v.size(); ++i) {
+      const auto c = static_cast<size_t>((static_cast<int64_t>(i) / plane) % r.channels);
+      const float sd = s.norm.std.empty() ? 1.f : s.norm.std[s.norm.std.size() == 1 ? 0 : c];
+      const float m = s.norm.mean.empty() ? 0.f : s.norm.mean[s.norm.mean.size() == 1 ? 0 : c];
+      v[i] = v[i] * sd + m;
+    }
+  };
+  pixels(r.inputs);
+  if (normalized_output) pixels(r.outputs);
+  return r;
+}
+
 EvalShard Trainer::forward_shard(BatchLoader& loader, int64_t samples, bool with_loss) {
   State& s = *s_;
   Net& net = *s.net;
@@ -370,8 +424,23 @@ Evaluation Trainer::evaluate_on(BatchLoader& loader, int64_t samples, bool with_
   if (s.gallery_loader) gallery = forward_shard(*s.gallery_loader, s.data.train.size(), false);
   const double gallery_pass = seconds_since(t1);
   const Clock::time_point t2 = Clock::now();
-  Evaluation e = finish_evaluation(s.comm, s.net->loss_layer().kind(), s.data.train.classes, shard,
-                                   &gallery, with_ranking, s.data.class_names);
+  EvalSetting setting;
+  const LossLayer& loss = s.net->loss_layer();
+  setting.kind = loss.kind();
+  setting.classes = s.data.train.classes;
+  setting.class_names = s.data.class_names;
+  // (The loss reads "data" itself or through a Split, "data/split<k>".)
+  const std::string& target = loss.bottom_names().at(1);
+  if (loss.kind() == LossLayer::Kind::kReconstruction &&
+      target.substr(0, target.find('/')) == "data") {
+    // The target is the normalised input: its errors scale back by std^2.
+    const std::vector<float>& sd = s.norm.std;
+    for (int c = 0; c < s.data.train.channels; ++c) {
+      const double v = sd.empty() ? 1.0 : sd[sd.size() == 1 ? 0 : static_cast<size_t>(c)];
+      setting.pixel_scale.push_back(v * v);
+    }
+  }
+  Evaluation e = finish_evaluation(s.comm, setting, shard, &gallery, with_ranking);
   if (log_enabled(LogLevel::kDebug)) {
     char line[160];
     std::snprintf(line, sizeof line,
@@ -427,6 +496,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
   };
   const Net::GradsFinal on_grads = [&](size_t offset) { s.reducer->grads_final(offset); };
   const bool embedding = net.loss_layer().kind() == LossLayer::Kind::kEmbedding;
+  const bool reconstruction = net.loss_layer().kind() == LossLayer::Kind::kReconstruction;
   double window_compute = 0, window_loss = 0;
   // Correct predictions, or (embeddings) the steps' active triplet fractions.
   double window_hits = 0;
@@ -570,7 +640,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
         if (embedding) {
           r.set_active_triplet_fraction(sums[1] /
                                         static_cast<double>(s.comm.size() * window_steps));
-        } else {
+        } else if (!reconstruction) {
           r.set_train_accuracy(sums[1] / images);
         }
         r.set_lr(lr);
@@ -614,7 +684,6 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
   RunEnd end;
   end.step = step;
   end.wall_time = wall();
-  end.test_accuracy = last_accuracy;
   if (checkpointer) end.checkpoint = checkpointer->flush();
   for (RunHook* hook : s.hooks) hook->on_end(end);
   return {last_accuracy, false};

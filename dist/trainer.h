@@ -68,6 +68,15 @@ class Trainer {
   // The net's outputs (scores, for embeddings the embedding) and labels of
   // every test (or training) sample in order, gathered on every rank.
   EvalShard outputs(bool train_set);
+  // Reconstruction nets: the first `count` test images and the net's
+  // outputs for them, NCHW, in pixels scaled to [0, 1] (the normalisation
+  // undone where the target is the input). On the calling rank alone.
+  struct Reconstructions {
+    int64_t count = 0;
+    int channels = 0, height = 0, width = 0;
+    std::vector<float> inputs, outputs;
+  };
+  Reconstructions reconstruct(int64_t count);
   Net& net();
   // data.class_names, or the dataset's own (CIFAR10); empty if neither.
   const std::vector<std::string>& class_names() const;

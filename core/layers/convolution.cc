@@ -25,15 +25,7 @@ class ConvolutionLayer : public WeightedLayer {
     const int64_t n = in[0], ic = in[1], ih = in[2], iw = in[3];
     const int64_t oc = p.num_output(), k = p.kernel_size(), s = p.stride(), pad = p.pad(),
                   dil = p.dilation(), g = p.group();
-    if (oc <= 0) throw UserError(error_prefix() + "convolution.num_output must be > 0");
-    if (k <= 0) throw UserError(error_prefix() + "convolution.kernel_size must be > 0");
-    if (s <= 0 || pad < 0 || dil <= 0) {
-      throw UserError(error_prefix() + "needs stride >= 1, pad >= 0, dilation >= 1");
-    }
-    if (g <= 0 || ic % g != 0 || oc % g != 0) {
-      throw UserError(error_prefix() + "group " + std::to_string(g) + " must divide the " +
-                      std::to_string(ic) + " input and " + std::to_string(oc) + " output channels");
-    }
+    check_convolution(p, ic);
     const int64_t span = (k - 1) * dil + 1;
     if (ih + 2 * pad < span || iw + 2 * pad < span) {
       throw UserError(error_prefix() + "kernel span " + std::to_string(span) +

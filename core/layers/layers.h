@@ -8,6 +8,7 @@
 namespace dptrain {
 
 std::unique_ptr<Layer> make_convolution(const LayerSpec& spec);
+std::unique_ptr<Layer> make_deconvolution(const LayerSpec& spec);
 std::unique_ptr<Layer> make_pooling(const LayerSpec& spec);
 std::unique_ptr<Layer> make_inner_product(const LayerSpec& spec);
 std::unique_ptr<Layer> make_activation(const LayerSpec& spec);
@@ -20,6 +21,7 @@ std::unique_ptr<Layer> make_l2_normalize(const LayerSpec& spec);
 std::unique_ptr<Layer> make_softmax_cross_entropy(const LayerSpec& spec);
 std::unique_ptr<Layer> make_sigmoid_cross_entropy(const LayerSpec& spec);
 std::unique_ptr<Layer> make_triplet_loss(const LayerSpec& spec);
+std::unique_ptr<Layer> make_reconstruction_loss(const LayerSpec& spec);
 std::unique_ptr<Layer> make_split(const LayerSpec& spec);
 
 }  // namespace dptrain

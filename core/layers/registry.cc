@@ -15,6 +15,7 @@ struct Entry {
 const std::map<std::string, Entry>& registry() {
   static const std::map<std::string, Entry> table = {
       {"Convolution", {make_convolution, true}},
+      {"Deconvolution", {make_deconvolution, true}},
       {"MaxPool", {make_pooling, false}},
       {"AvgPool", {make_pooling, false}},
       {"InnerProduct", {make_inner_product, true}},
@@ -32,6 +33,8 @@ const std::map<std::string, Entry>& registry() {
       {"SoftmaxCrossEntropy", {make_softmax_cross_entropy, false}},
       {"SigmoidCrossEntropy", {make_sigmoid_cross_entropy, false}},
       {"TripletLoss", {make_triplet_loss, false}},
+      {"MSELoss", {make_reconstruction_loss, false}},
+      {"L1Loss", {make_reconstruction_loss, false}},
       {"Split", {make_split, false}},  // inserted by the net, not for configs
   };
   return table;
@@ -60,7 +63,12 @@ std::unique_ptr<Layer> create_layer(const LayerSpec& spec) {
 }
 
 bool is_loss_type(const std::string& type) {
-  return type == "SoftmaxCrossEntropy" || type == "SigmoidCrossEntropy" || type == "TripletLoss";
+  return type == "SoftmaxCrossEntropy" || type == "SigmoidCrossEntropy" || type == "TripletLoss" ||
+         type == "MSELoss" || type == "L1Loss";
+}
+
+std::string default_loss_target(const std::string& type) {
+  return type == "MSELoss" || type == "L1Loss" ? "data" : "label";
 }
 
 bool layer_has_params(const std::string& type) {

@@ -1,6 +1,7 @@
 #include "core/layers/weighted_layer.h"
 
 #include "core/engine.h"
+#include "core/error.h"
 
 namespace dptrain {
 
@@ -34,7 +35,8 @@ void WeightedLayer::bind(Blob& bottom, Blob* top, SetupContext& ctx, const Primi
   params_.push_back(weights_);
   fwd_weights_ = Relayout::input(weights_->value, fwd.weights_desc());
   if (bias) {
-    bias_ = ctx.add_param("bias", fwd.weights_desc(1), fwd.weights_desc(1), {export_dims[0]}, {});
+    bias_ = ctx.add_param("bias", fwd.weights_desc(1), fwd.weights_desc(1),
+                          fwd.weights_desc(1).dims(), {});
     params_.push_back(bias_);
   }
   ctx.define_top(top, fwd.dst_desc());
@@ -107,6 +109,20 @@ void WeightedLayer::backward() {
   bww_diff_dst_.run();
   backward_weights_.run();
   diff_weights_.run();
+}
+
+void WeightedLayer::check_convolution(const ConvolutionParam& p, int64_t in_channels) const {
+  const int64_t oc = p.num_output(), g = p.group();
+  if (oc <= 0) throw UserError(error_prefix() + "convolution.num_output must be > 0");
+  if (p.kernel_size() <= 0) throw UserError(error_prefix() + "convolution.kernel_size must be > 0");
+  if (p.stride() <= 0 || p.pad() < 0 || p.dilation() <= 0) {
+    throw UserError(error_prefix() + "needs stride >= 1, pad >= 0, dilation >= 1");
+  }
+  if (g <= 0 || in_channels % g != 0 || oc % g != 0) {
+    throw UserError(error_prefix() + "group " + std::to_string(g) + " must divide the " +
+                    std::to_string(in_channels) + " input and " + std::to_string(oc) +
+                    " output channels");
+  }
 }
 
 }  // namespace dptrain

@@ -27,6 +27,9 @@ class WeightedLayer : public Layer {
  protected:
   // Forward attributes: the shared scratchpad and the fused activation.
   dnnl::primitive_attr forward_attr() const;
+  // Convolution and Deconvolution: UserError for options that make no
+  // layer over `in_channels` (sizes, stride, padding, dilation, groups).
+  void check_convolution(const ConvolutionParam& p, int64_t in_channels) const;
 
   struct Primitives {
     dnnl::primitive_desc forward;

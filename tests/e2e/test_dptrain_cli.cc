@@ -36,7 +36,7 @@ TEST_F(DptrainRealData, LenetLearnsFashionMnistSubsetAndWritesRunFolder) {
   TempDir dir;
   const auto r = run_command(train_lenet(dir / "run"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("test accuracy"));
+  EXPECT_THAT(r.output, HasSubstr(", test_accuracy "));
 
   // The last eval record carries the accuracy on the full test set.
   std::ifstream metrics(dir / "run/metrics.jsonl");

@@ -61,6 +61,9 @@ TEST_F(Report, RunFolderPageDrawsEveryPlotWithoutNetwork) {
   const RenderedPage page = render_in_chromium(run + "/report.html", dir_);
   expect_drawn(
       page, {"loss", "accuracy", "learning-rate", "throughput", "confusion-matrix", "per-class"});
+  // The classifier's ranking figures in the summary, as the page shows them.
+  EXPECT_THAT(page.output, HasSubstr("ROC AUC, mean over classes (last evaluation)"));
+  EXPECT_THAT(page.output, HasSubstr("average precision, mean over classes (last evaluation)"));
   // Class names from the config, the environment from the worker.
   EXPECT_THAT(html, HasSubstr("Ankle boot"));
   EXPECT_THAT(html, HasSubstr("\"onednn_version\""));
