@@ -10,6 +10,8 @@ namespace dptrain {
 std::unique_ptr<Layer> make_convolution(const LayerSpec& spec);
 std::unique_ptr<Layer> make_deconvolution(const LayerSpec& spec);
 std::unique_ptr<Layer> make_pooling(const LayerSpec& spec);
+std::unique_ptr<Layer> make_channel_reduce(const LayerSpec& spec);
+std::unique_ptr<Layer> make_mul(const LayerSpec& spec);
 std::unique_ptr<Layer> make_inner_product(const LayerSpec& spec);
 std::unique_ptr<Layer> make_activation(const LayerSpec& spec);
 std::unique_ptr<Layer> make_batch_norm(const LayerSpec& spec);

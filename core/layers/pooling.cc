@@ -1,4 +1,6 @@
-// MaxPool and AvgPool. Max pooling keeps oneDNN's workspace (where each
+// MaxPool and AvgPool, and their global forms GlobalMaxPool and
+// GlobalAvgPool (one kernel over the whole image, no options; for channel
+// attention). Max pooling keeps oneDNN's workspace (where each
 // maximum came from) from forward for backward; an evaluation forward runs
 // the inference primitive, which writes none.
 #include "core/engine.h"
@@ -21,20 +23,31 @@ class PoolingLayer : public Layer {
     Blob& bottom = *bottoms[0];
     check_rank(bottom, {4});
     const PoolingParam& p = spec_.pooling();
-    const int64_t k = p.kernel_size(), s = p.has_stride() ? p.stride() : k, pad = p.pad();
-    if (k <= 0) throw UserError(error_prefix() + "pooling.kernel_size must be > 0");
-    if (s <= 0 || pad < 0) throw UserError(error_prefix() + "needs stride >= 1 and pad >= 0");
-    if (pad * 2 > k) throw UserError(error_prefix() + "pad must be at most half the kernel");
     const memory::dims in = bottom.dims();
-    if (in[2] + 2 * pad < k || in[3] + 2 * pad < k) {
-      throw UserError(error_prefix() + "kernel " + std::to_string(k) +
-                      " is larger than the input " + std::to_string(in[2]) + "x" +
-                      std::to_string(in[3]));
+    // Global pooling: one kernel over the whole image, to N x C x 1 x 1.
+    const bool global = type().rfind("Global", 0) == 0;
+    const int64_t k = global ? 0 : p.kernel_size(),
+                  s = global           ? 1
+                      : p.has_stride() ? p.stride()
+                                       : k,
+                  pad = global ? 0 : p.pad();
+    if (!global) {
+      if (k <= 0) throw UserError(error_prefix() + "pooling.kernel_size must be > 0");
+      if (s <= 0 || pad < 0) throw UserError(error_prefix() + "needs stride >= 1 and pad >= 0");
+      if (pad * 2 > k) throw UserError(error_prefix() + "pad must be at most half the kernel");
+      if (in[2] + 2 * pad < k || in[3] + 2 * pad < k) {
+        throw UserError(error_prefix() + "kernel " + std::to_string(k) +
+                        " is larger than the input " + std::to_string(in[2]) + "x" +
+                        std::to_string(in[3]));
+      }
     }
-    const int64_t oh = (in[2] + 2 * pad - k) / s + 1, ow = (in[3] + 2 * pad - k) / s + 1;
-    const memory::dims pad_r{(oh - 1) * s + k - in[2] - pad, (ow - 1) * s + k - in[3] - pad};
+    const memory::dims kernel = global ? memory::dims{in[2], in[3]} : memory::dims{k, k};
+    const int64_t oh = (in[2] + 2 * pad - kernel[0]) / s + 1,
+                  ow = (in[3] + 2 * pad - kernel[1]) / s + 1;
+    const memory::dims pad_r{(oh - 1) * s + kernel[0] - in[2] - pad,
+                             (ow - 1) * s + kernel[1] - in[3] - pad};
     dnnl::algorithm algo = dnnl::algorithm::pooling_max;
-    if (type() == "AvgPool") {
+    if (type() == "AvgPool" || type() == "GlobalAvgPool") {
       algo = p.exclude_padding() ? dnnl::algorithm::pooling_avg_exclude_padding
                                  : dnnl::algorithm::pooling_avg_include_padding;
     }
@@ -45,7 +58,7 @@ class PoolingLayer : public Layer {
                                                   bottom.desc(),
                                                   dst_any,
                                                   {s, s},
-                                                  {k, k},
+                                                  kernel,
                                                   {pad, pad},
                                                   pad_r},
                                                  default_attr(), cpu_engine());
@@ -63,7 +76,7 @@ class PoolingLayer : public Layer {
                                                     bottom.desc(),
                                                     fwd_pd.dst_desc(),
                                                     {s, s},
-                                                    {k, k},
+                                                    kernel,
                                                     {pad, pad},
                                                     pad_r},
                                                    default_attr(), cpu_engine());
@@ -74,7 +87,7 @@ class PoolingLayer : public Layer {
     describe_ = fwd_pd.impl_info_str();
     if (!bottom.needs_grad) return;
     dnnl::pooling_backward::primitive_desc bwd_pd(
-        {algo, bottom.desc(), top->desc(), {s, s}, {k, k}, {pad, pad}, pad_r}, default_attr(),
+        {algo, bottom.desc(), top->desc(), {s, s}, kernel, {pad, pad}, pad_r}, default_attr(),
         cpu_engine(), fwd_pd);
     diff_src_ = Relayout::output(bwd_pd.diff_src_desc(), bottom.diff);
     backward_ = BoundPrimitive(dnnl::pooling_backward(bwd_pd),
