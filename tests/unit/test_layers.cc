@@ -10,11 +10,13 @@
 
 #include <barrier>
 #include <cmath>
+#include <filesystem>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "layer_test_util.h"
 
@@ -987,6 +989,31 @@ TEST(LeNetTest, PrimitivesAreOptimizedImplementations) {
       EXPECT_THAT(d, ::testing::AnyOf(HasSubstr("jit"), HasSubstr("brgemm"))) << summary;
     }
   }
+}
+
+}  // namespace
+}  // namespace dptrain
+
+namespace dptrain {
+namespace {
+
+TEST(ShippedConfigsTest, EveryLayerOfEveryShippedNetRunsAnOptimizedImplementation) {
+  // What DNNL_VERBOSE would show: no reference kernel anywhere (each
+  // layer's describe() names the implementations its primitives chose).
+  int nets = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::string(DPTRAIN_SOURCE_DIR) + "/configs")) {
+    const std::string name = entry.path().filename().string();
+    if (entry.path().extension() != ".textproto" || name.rfind("sweep_", 0) == 0) continue;
+    const TrainSpec spec = load_train_spec(entry.path().string());
+    // Every shipped config reads 28 x 28 Fashion-MNIST.
+    Net net(spec.net(), {8, 1, 28, 28}, spec.seed());
+    for (const auto& l : net.layers()) {
+      EXPECT_THAT(l->describe(), ::testing::Not(HasSubstr("ref"))) << name << ": " << l->name();
+    }
+    ++nets;
+  }
+  EXPECT_GE(nets, 11);
 }
 
 }  // namespace
