@@ -52,7 +52,17 @@ class TempDir {
     char tmpl[] = "/tmp/dptrain-test-XXXXXX";
     path_ = mkdtemp(tmpl);
   }
-  ~TempDir() { std::filesystem::remove_all(path_); }
+  // Never throws: a process the test started may still be renaming a file
+  // in the folder (a launcher writing its report as it exits), which makes
+  // remove_all fail with "no such file"; it is tried again.
+  ~TempDir() {
+    std::error_code ec;
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      std::filesystem::remove_all(path_, ec);
+      if (!ec) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
   const std::filesystem::path& path() const { return path_; }
   std::string operator/(const std::string& name) const { return (path_ / name).string(); }
 
