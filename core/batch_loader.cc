@@ -39,11 +39,6 @@ void check_normalization(const Normalization& norm, int channels) {
   }
 }
 
-float channel_value(const std::vector<float>& values, int c, float fallback) {
-  if (values.empty()) return fallback;
-  return values.size() == 1 ? values[0] : values[static_cast<size_t>(c)];
-}
-
 template <typename T>
 T* aligned_array(size_t count) {
   size_t bytes =
@@ -64,6 +59,16 @@ Normalization Normalization::from_spec(const DataSpec& spec, int channels) {
 }
 
 void BatchLoader::FreeDeleter::operator()(void* p) const { std::free(p); }
+
+float Normalization::mean_of(int c) const {
+  if (mean.empty()) return 0.f;
+  return mean.size() == 1 ? mean[0] : mean[static_cast<size_t>(c)];
+}
+
+float Normalization::std_of(int c) const {
+  if (std.empty()) return 1.f;
+  return std.size() == 1 ? std[0] : std[static_cast<size_t>(c)];
+}
 
 BatchLoader::BatchLoader(const Dataset& data, const Normalization& norm,
                          const Augmentation& augment, int batch_size, int prefetch_batches,
@@ -87,8 +92,7 @@ BatchLoader::BatchLoader(const Dataset& data, const Normalization& norm,
 
   lut_.resize(static_cast<size_t>(data.channels) * 256);
   for (int c = 0; c < data.channels; ++c) {
-    float mean = channel_value(norm.mean, c, 0.0f);
-    float std = channel_value(norm.std, c, 1.0f);
+    const float mean = norm.mean_of(c), std = norm.std_of(c);
     for (int v = 0; v < 256; ++v) {
       lut_[static_cast<size_t>(c) * 256 + static_cast<size_t>(v)] =
           (static_cast<float>(v) / 255.0f - mean) / std;

@@ -26,6 +26,9 @@ struct Normalization {
   // Throws UserError if the counts are neither 0, 1 nor `channels`, or a
   // std is <= 0.
   static Normalization from_spec(const DataSpec&, int channels);
+  // Channel c's values: the one value for all, or none (0 and 1).
+  float mean_of(int c) const;
+  float std_of(int c) const;
 };
 
 struct Batch {

@@ -423,10 +423,8 @@ std::string Net::summary() const {
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = *layers_[i];
     const auto md = tops_[i]->desc();
-    std::string shape;
-    for (auto d : md.dims()) shape += (shape.empty() ? "" : "x") + std::to_string(d);
     out << l.name() << " (" << l.type() << (l.fused().empty() ? "" : "+" + l.fused()) << ") -> "
-        << shape << " " << layout_name(md);
+        << dims_text(md.dims()) << " " << layout_name(md);
     const std::string d = l.describe();
     if (!d.empty()) out << "  " << d;
     out << "\n";

@@ -66,12 +66,6 @@ bool same_shape(const NamedTensor& t, const Param& p) {
   return dims == p.export_dims && t.data().size() == p.plain_desc.get_size();
 }
 
-std::string dims_text(const std::vector<int64_t>& dims) {
-  std::string out;
-  for (int64_t d : dims) out += (out.empty() ? "" : "x") + std::to_string(d);
-  return out.empty() ? "scalar" : out;
-}
-
 }  // namespace
 
 AlignedFloats::AlignedFloats(size_t n) : size_(n) {

@@ -91,6 +91,12 @@ dnnl::memory::desc with_type(const dnnl::memory::desc& md, dnnl::memory::data_ty
   return out;
 }
 
+std::string dims_text(const std::vector<int64_t>& dims) {
+  std::string out;
+  for (int64_t d : dims) out += (out.empty() ? "" : "x") + std::to_string(d);
+  return out.empty() ? "scalar" : out;
+}
+
 std::string layout_name(const dnnl::memory::desc& md) {
   const dnnl_memory_desc_t& d = md.data;
   if (d.format_kind != dnnl_blocked) return "any";

@@ -94,5 +94,7 @@ dnnl::memory::desc with_type(const dnnl::memory::desc& md, dnnl::memory::data_ty
 
 // Short layout name for logs, e.g. "nchw", "nChw8c", "OIhw8i8o".
 std::string layout_name(const dnnl::memory::desc& md);
+// Dimensions as people write them: "64x32x14x14" ("scalar" for none).
+std::string dims_text(const std::vector<int64_t>& dims);
 
 }  // namespace dptrain

@@ -102,7 +102,7 @@ double average_precision(const std::vector<float>& scores, const std::vector<uin
 }
 
 ClassRanking class_ranking(const std::vector<float>& scores, const std::vector<int32_t>& labels,
-                           int classes) {
+                           int classes, double curve_step) {
   const size_t n = labels.size();
   if (scores.size() != n * static_cast<size_t>(classes)) {
     throw std::logic_error("class_ranking: scores and labels differ");
@@ -117,9 +117,10 @@ ClassRanking class_ranking(const std::vector<float>& scores, const std::vector<i
       column[i] = scores[i * static_cast<size_t>(classes) + static_cast<size_t>(c)];
       positive[i] = labels[i] == c;
     }
-    const Ranking ranked = rank(column, positive, -1);
+    Ranking ranked = rank(column, positive, curve_step);
     r.auc.push_back(ranked.auc);
     r.average_precision.push_back(ranked.average_precision);
+    if (curve_step >= 0) r.curves.push_back(std::move(ranked.curve));
     if (!std::isnan(r.auc.back())) auc_sum += r.auc.back(), ++auc_defined;
     if (!std::isnan(r.average_precision.back())) ap_sum += r.average_precision.back(), ++ap_defined;
   }

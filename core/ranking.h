@@ -41,13 +41,15 @@ double average_precision(const std::vector<float>& scores, const std::vector<uin
 
 // One-vs-rest figures of a classifier from its class scores (n x classes,
 // row-major) and labels: per-class AUC and AP, and their means over the
-// classes where they are defined (NaN if none is).
+// classes where they are defined (NaN if none is); with curve_step >= 0,
+// each class's ROC curve too (as rank() thins it).
 struct ClassRanking {
   std::vector<double> auc, average_precision;
+  std::vector<std::vector<RocPoint>> curves;  // per class, when asked for
   double auc_macro = 0, map_macro = 0;
 };
 ClassRanking class_ranking(const std::vector<float>& scores, const std::vector<int32_t>& labels,
-                           int classes);
+                           int classes, double curve_step = -1);
 
 // Embeddings (n x dim, row-major); each row is L2-normalised first, so
 // dot products are cosine similarities.

@@ -117,16 +117,12 @@ Evaluation finish_evaluation(const Communicator& comm, const EvalSetting& settin
     e.roc.emplace_back(class_name(class_names, 1), std::move(binary.curve));
     return e;
   }
-  e.class_ranking = class_ranking(all, labels, width);
-  std::vector<float> column(labels.size());
-  std::vector<uint8_t> positive(labels.size());
+  e.class_ranking = class_ranking(all, labels, width, kCurveStep);
   for (int c = 0; c < width; ++c) {
-    for (size_t i = 0; i < labels.size(); ++i) {
-      column[i] = all[i * static_cast<size_t>(width) + static_cast<size_t>(c)];
-      positive[i] = labels[i] == c;
-    }
-    e.roc.emplace_back(class_name(class_names, c), roc_curve(column, positive, kCurveStep));
+    e.roc.emplace_back(class_name(class_names, c),
+                       std::move(e.class_ranking.curves[static_cast<size_t>(c)]));
   }
+  e.class_ranking.curves.clear();  // moved into e.roc
   return e;
 }
 

@@ -4,9 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <iterator>
 #include <string>
-#include <utility>
 
 namespace dptrain {
 namespace {
@@ -81,18 +79,13 @@ void ProgressDisplay::on_record(const MetricsRecord& r) {
     }
     std::string ranking;
     char field[64];
-    const std::pair<const char*, double> figures[] = {{"auc_macro", r.auc_macro()},
-                                                      {"map_macro", r.map_macro()},
-                                                      {"auc", r.auc()},
-                                                      {"average_precision", r.average_precision()},
-                                                      {"verification_auc", r.verification_auc()},
-                                                      {"retrieval_map", r.retrieval_map()}};
-    const bool present[] = {
-        r.has_auc_macro(),         r.has_map_macro(),        r.has_auc(),
-        r.has_average_precision(), r.has_verification_auc(), r.has_retrieval_map()};
-    for (size_t i = 0; i < std::size(figures); ++i) {
-      if (!present[i]) continue;
-      std::snprintf(field, sizeof field, "  %s %.4f", figures[i].first, figures[i].second);
+    // The ranking figures of the net's kind of loss, those the record has.
+    const auto* refl = r.GetReflection();
+    for (const char* name : {"auc_macro", "map_macro", "auc", "average_precision",
+                             "verification_auc", "retrieval_map"}) {
+      const auto* f = r.GetDescriptor()->FindFieldByName(name);
+      if (!refl->HasField(r, f)) continue;
+      std::snprintf(field, sizeof field, "  %s %.4f", name, refl->GetDouble(r, f));
       ranking += field;
     }
     char main_figure[48];

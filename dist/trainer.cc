@@ -54,6 +54,14 @@ class MpiReplicaReducer : public ReplicaReducer {
   const Communicator& comm_;
 };
 
+// Whether a reconstruction loss compares with the (normalised) input image:
+// it reads "data" itself or through a Split, "data/split<k>".
+bool reconstructs_input(const LossLayer& loss) {
+  const std::string& target = loss.bottom_names().at(1);
+  return loss.kind() == LossLayer::Kind::kReconstruction &&
+         target.substr(0, target.find('/')) == "data";
+}
+
 uint64_t fnv1a(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ULL) {
   const auto* p = static_cast<const unsigned char*>(data);
   for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
@@ -382,19 +390,15 @@ Trainer::Reconstructions Trainer::reconstruct(int64_t count) {
   }
   // Back to pixels: x * std + mean per channel (the output too, where it
   // was trained against the normalised input).
-  const std::string& target = loss.bottom_names().at(1);
-  const bool normalized_output = target.substr(0, target.find('/')) == "data";
   const int64_t plane = static_cast<int64_t>(r.height) * r.width;
   auto pixels = [&](std::vector<float>& v) {
     for (size_t i = 0; i < v.size(); ++i) {
-      const auto c = static_cast<size_t>((static_cast<int64_t>(i) / plane) % r.channels);
-      const float sd = s.norm.std.empty() ? 1.f : s.norm.std[s.norm.std.size() == 1 ? 0 : c];
-      const float m = s.norm.mean.empty() ? 0.f : s.norm.mean[s.norm.mean.size() == 1 ? 0 : c];
-      v[i] = v[i] * sd + m;
+      const auto c = static_cast<int>((static_cast<int64_t>(i) / plane) % r.channels);
+      v[i] = v[i] * s.norm.std_of(c) + s.norm.mean_of(c);
     }
   };
   pixels(r.inputs);
-  if (normalized_output) pixels(r.outputs);
+  if (reconstructs_input(loss)) pixels(r.outputs);
   return r;
 }
 
@@ -429,15 +433,11 @@ Evaluation Trainer::evaluate_on(BatchLoader& loader, int64_t samples, bool with_
   setting.kind = loss.kind();
   setting.classes = s.data.train.classes;
   setting.class_names = s.data.class_names;
-  // (The loss reads "data" itself or through a Split, "data/split<k>".)
-  const std::string& target = loss.bottom_names().at(1);
-  if (loss.kind() == LossLayer::Kind::kReconstruction &&
-      target.substr(0, target.find('/')) == "data") {
+  if (reconstructs_input(loss)) {
     // The target is the normalised input: its errors scale back by std^2.
-    const std::vector<float>& sd = s.norm.std;
     for (int c = 0; c < s.data.train.channels; ++c) {
-      const double v = sd.empty() ? 1.0 : sd[sd.size() == 1 ? 0 : static_cast<size_t>(c)];
-      setting.pixel_scale.push_back(v * v);
+      const double sd = s.norm.std_of(c);
+      setting.pixel_scale.push_back(sd * sd);
     }
   }
   Evaluation e = finish_evaluation(s.comm, setting, shard, &gallery, with_ranking);

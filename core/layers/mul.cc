@@ -16,12 +16,6 @@ namespace {
 
 using dnnl::memory;
 
-std::string dims_text(const memory::dims& d) {
-  std::string s;
-  for (auto v : d) s += (s.empty() ? "" : "x") + std::to_string(v);
-  return s;
-}
-
 class MulLayer : public Layer {
  public:
   using Layer::Layer;

@@ -112,11 +112,6 @@ class ReconstructionLossLayer : public LossLayer {
   static float* ptr(const Relayout& r) { return static_cast<float*>(r.memory().get_data_handle()); }
   // A blob read through a Split ("data/split1") by the name in the config.
   static std::string user_name(const Blob& b) { return b.name.substr(0, b.name.find('/')); }
-  static std::string dims_text(const dnnl::memory::dims& d) {
-    std::string s;
-    for (auto v : d) s += (s.empty() ? "" : "x") + std::to_string(v);
-    return s;
-  }
 
   Relayout out_, target_, out_grad_, target_grad_;
   const NetState* state_ = nullptr;
