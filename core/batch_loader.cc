@@ -9,6 +9,8 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/image.h"
+#include "core/log.h"
 #include "core/random.h"
 
 namespace dptrain {
@@ -72,13 +74,14 @@ float Normalization::std_of(int c) const {
 
 BatchLoader::BatchLoader(const Dataset& data, const Normalization& norm,
                          const Augmentation& augment, int batch_size, int prefetch_batches,
-                         uint64_t seed)
+                         uint64_t seed, int threads)
     : data_(data),
       batch_size_(batch_size),
       crop_padding_(augment.crop_padding()),
       horizontal_flip_(augment.horizontal_flip()),
       seed_(seed),
-      sample_floats_(data.sample_size()) {
+      sample_floats_(data.sample_size()),
+      threads_(threads) {
   if (batch_size <= 0) {
     throw UserError("batch size must be > 0 per rank, got " + std::to_string(batch_size));
   }
@@ -88,7 +91,11 @@ BatchLoader::BatchLoader(const Dataset& data, const Normalization& norm,
   if (crop_padding_ < 0) {
     throw UserError("data.augment.crop_padding must be >= 0, got " + std::to_string(crop_padding_));
   }
+  if (threads < 1) {
+    throw UserError("data.loader_threads must be >= 1, got " + std::to_string(threads));
+  }
   check_normalization(norm, data.channels);
+  if (data.from_files) bad_.assign(static_cast<size_t>(data.size()), false);
 
   lut_.resize(static_cast<size_t>(data.channels) * 256);
   for (int c = 0; c < data.channels; ++c) {
@@ -104,9 +111,32 @@ BatchLoader::BatchLoader(const Dataset& data, const Normalization& norm,
     slot.images.reset(aligned_array<float>(static_cast<size_t>(batch_size * sample_floats_)));
     slot.labels.reset(aligned_array<int32_t>(static_cast<size_t>(batch_size)));
   }
+  fill_.skipped.resize(static_cast<size_t>(threads));
+  fill_.failed_row.resize(static_cast<size_t>(threads));
+  fill_.error.resize(static_cast<size_t>(threads));
+  try {
+    for (int part = 1; part < threads; ++part)
+      helpers_.emplace_back(&BatchLoader::help, this, part);
+  } catch (...) {
+    stop_helpers();
+    throw;
+  }
 }
 
-BatchLoader::~BatchLoader() { stop_producer(); }
+BatchLoader::~BatchLoader() {
+  stop_producer();
+  stop_helpers();
+}
+
+void BatchLoader::stop_helpers() {
+  {
+    std::lock_guard<std::mutex> lock(fill_mutex_);
+    fill_.quit = true;
+  }
+  fill_posted_.notify_all();
+  for (std::thread& t : helpers_) t.join();
+  helpers_.clear();
+}
 
 void BatchLoader::stop_producer() {
   {
@@ -185,28 +215,148 @@ void BatchLoader::fill(Slot& slot, int64_t batch_index) {
   const int64_t begin = batch_index * batch_size_;
   const int64_t count =
       std::min<int64_t>(batch_size_, static_cast<int64_t>(indices_.size()) - begin);
+  {
+    std::lock_guard<std::mutex> lock(fill_mutex_);
+    fill_.slot = &slot;
+    fill_.begin = begin;
+    fill_.count = count;
+    fill_.busy = threads_ - 1;
+    ++fill_.generation;
+  }
+  fill_posted_.notify_all();
+  fill_rows(0);
+  std::unique_lock<std::mutex> lock(fill_mutex_);
+  fill_done_.wait(lock, [&] { return fill_.busy == 0; });
+  // The error of the first failing row, whichever thread met it.
+  int64_t skipped = 0;
+  int first = -1;
+  for (int part = 0; part < threads_; ++part) {
+    const auto p = static_cast<size_t>(part);
+    skipped += fill_.skipped[p];
+    if (fill_.error[p] &&
+        (first < 0 || fill_.failed_row[p] < fill_.failed_row[static_cast<size_t>(first)])) {
+      first = part;
+    }
+  }
+  if (first >= 0) std::rethrow_exception(fill_.error[static_cast<size_t>(first)]);
   float* images = slot.images.get();
   int32_t* labels = slot.labels.get();
-  for (int64_t r = 0; r < count; ++r) {
-    int64_t index = indices_[static_cast<size_t>(begin + r)];
-    if (index < 0 || index >= data_.size()) {
-      throw std::out_of_range("BatchLoader: index " + std::to_string(index) + " at position " +
-                              std::to_string(begin + r) + " of the pass is outside the dataset (" +
-                              std::to_string(data_.size()) + " samples)");
-    }
-    labels[r] = data_.labels[static_cast<size_t>(index)];
-    load_sample(index, augment_, images + r * sample_floats_);
-  }
   std::fill(labels + count, labels + batch_size_, -1);
   std::memset(images + count * sample_floats_, 0,
               static_cast<size_t>((batch_size_ - count) * sample_floats_) * sizeof(float));
-  slot.batch = Batch{images, labels, count, batch_index};
+  slot.batch = Batch{images, labels, count, batch_index, skipped};
 }
 
-void BatchLoader::load_sample(int64_t dataset_index, bool augment, float* out) const {
+void BatchLoader::help(int part) {
+  int64_t seen = 0;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(fill_mutex_);
+      fill_posted_.wait(lock, [&] { return fill_.quit || fill_.generation != seen; });
+      if (fill_.quit) return;
+      seen = fill_.generation;
+    }
+    fill_rows(part);
+    {
+      std::lock_guard<std::mutex> lock(fill_mutex_);
+      --fill_.busy;
+    }
+    fill_done_.notify_one();
+  }
+}
+
+void BatchLoader::fill_rows(int part) {
+  // The fields read here are written only while no part is at work.
+  const auto p = static_cast<size_t>(part);
+  fill_.skipped[p] = 0;
+  fill_.error[p] = nullptr;
+  try {
+    for (int64_t row = part; row < fill_.count; row += threads_) {
+      fill_.failed_row[p] = row;
+      if (load_row(fill_.begin + row, row)) ++fill_.skipped[p];
+    }
+  } catch (...) {
+    fill_.error[p] = std::current_exception();
+  }
+}
+
+bool BatchLoader::load_row(int64_t position, int64_t row) {
+  int64_t index = indices_[static_cast<size_t>(position)];
+  if (index < 0 || index >= data_.size()) {
+    throw std::out_of_range("BatchLoader: index " + std::to_string(index) + " at position " +
+                            std::to_string(position) + " of the pass is outside the dataset (" +
+                            std::to_string(data_.size()) + " samples)");
+  }
+  float* out = fill_.slot->images.get() + row * sample_floats_;
+  int32_t* label = fill_.slot->labels.get() + row;
+  auto rng_for = [&](int64_t i) {
+    // The draws depend on nothing but (seed, epoch, sample): see the header.
+    return Rng(derive_seed(seed_, RandomStream::kAugment, static_cast<uint64_t>(epoch_),
+                           static_cast<uint64_t>(i)));
+  };
+  if (!data_.from_files) {
+    Rng rng = rng_for(index);
+    *label = data_.labels[static_cast<size_t>(index)];
+    normalise(data_.pixels.data() + index * sample_floats_, augment_, &rng, out);
+    return false;
+  }
+  thread_local std::vector<uint8_t> pixels;
+  pixels.resize(static_cast<size_t>(sample_floats_));
+  const bool skip = data_.image_folder.bad_images() == ImageFolderSpec::SKIP;
+  bool replaced = false;
+  // Under SKIP a bad sample gives way to the next readable one of the split.
+  for (int64_t tries = 0;; ++tries) {
+    if (tries == data_.size()) {
+      throw UserError("image folder " + data_.root + ": not one of its " +
+                      std::to_string(data_.size()) + " images of this split can be read");
+    }
+    if (!skip || !known_bad(index)) {
+      Rng rng = rng_for(index);
+      try {
+        decode_sample(index, augment_, &rng, pixels.data());
+        *label = data_.labels[static_cast<size_t>(index)];
+        normalise(pixels.data(), augment_, &rng, out);
+        return replaced;
+      } catch (const UserError& e) {
+        if (!skip) throw;
+        mark_bad(index, e.what());
+      }
+    }
+    replaced = true;
+    index = (index + 1) % data_.size();
+  }
+}
+
+void BatchLoader::decode_sample(int64_t index, bool augment, Rng* rng, uint8_t* out) const {
+  thread_local std::vector<uint8_t> bytes;
+  const std::string path = data_.root + "/" + data_.files[static_cast<size_t>(index)];
+  read_image_file(path, &bytes);
+  const ImageFolderSpec& spec = data_.image_folder;
+  const Image image = decode_image(bytes.data(), bytes.size(), data_.channels, path);
+  const Box box =
+      augment && spec.has_random_resized_crop()
+          ? random_resized_box(image.width, image.height, spec.random_resized_crop(), *rng)
+          : center_box(image.width, image.height, spec.resize(), data_.width, data_.height);
+  resample(image, box, data_.width, data_.height, out);
+}
+
+bool BatchLoader::known_bad(int64_t index) {
+  std::lock_guard<std::mutex> lock(bad_mutex_);
+  return bad_[static_cast<size_t>(index)];
+}
+
+void BatchLoader::mark_bad(int64_t index, const std::string& reason) {
+  {
+    std::lock_guard<std::mutex> lock(bad_mutex_);
+    if (bad_[static_cast<size_t>(index)]) return;
+    bad_[static_cast<size_t>(index)] = true;
+  }
+  log_warn("skipping an unreadable image (data.image_folder.bad_images: SKIP): " + reason);
+}
+
+void BatchLoader::normalise(const uint8_t* src, bool augment, Rng* rng, float* out) const {
   const int channels = data_.channels, height = data_.height, width = data_.width;
   const int64_t plane = int64_t{height} * width;
-  const uint8_t* src = data_.pixels.data() + dataset_index * sample_floats_;
 
   if (!augment || (crop_padding_ == 0 && !horizontal_flip_)) {
     for (int c = 0; c < channels; ++c) {
@@ -218,18 +368,15 @@ void BatchLoader::load_sample(int64_t dataset_index, bool augment, float* out) c
     return;
   }
 
-  // The draws depend on nothing but (seed, epoch, sample): see the header.
-  Rng rng(derive_seed(seed_, RandomStream::kAugment, static_cast<uint64_t>(epoch_),
-                      static_cast<uint64_t>(dataset_index)));
   // Output pixel (y, x) of the crop reads source pixel (y + dy, x + dx) of
   // the unpadded image; outside it is padding.
   int dy = 0, dx = 0;
   if (crop_padding_ > 0) {
     const auto span = static_cast<uint64_t>(2 * crop_padding_ + 1);
-    dy = static_cast<int>(rng.below(span)) - crop_padding_;
-    dx = static_cast<int>(rng.below(span)) - crop_padding_;
+    dy = static_cast<int>(rng->below(span)) - crop_padding_;
+    dx = static_cast<int>(rng->below(span)) - crop_padding_;
   }
-  const bool flip = horizontal_flip_ && (rng.next_u64() >> 63) != 0;
+  const bool flip = horizontal_flip_ && (rng->next_u64() >> 63) != 0;
   // With the flip, output x shows crop column width-1-x, i.e. source
   // column width-1-x+dx. Columns [x_begin, x_end) of the output come from
   // the image, the rest is padding.

@@ -1,9 +1,11 @@
 // Turns dataset indices into normalised (and optionally augmented) float
-// batches on a background thread, a few batches ahead of the trainer.
-// A sample's augmentation depends only on (seed, epoch, dataset index), so
-// the same sample comes out bit-identical whichever rank, batch or batch
-// position loads it: the distributed trainer sees exactly the batches one
-// process would.
+// batches on background threads, a few batches ahead of the trainer; an
+// image folder's files are read and decoded there, each rank's loader
+// touching only the samples of its own shard. A sample's augmentation
+// depends only on (seed, epoch, dataset index), so the same sample comes
+// out bit-identical whichever rank, batch, batch position or loader thread
+// loads it: the distributed trainer sees exactly the batches one process
+// would.
 #pragma once
 
 #include <condition_variable>
@@ -16,6 +18,7 @@
 
 #include "core/dataset.h"
 #include "core/dptrain.pb.h"
+#include "core/random.h"
 
 namespace dptrain {
 
@@ -40,20 +43,25 @@ struct Batch {
   int64_t count = 0;
   // Position of this batch in the epoch.
   int64_t index = 0;
+  // Samples replaced by the next readable one because their image file
+  // could not be read (image_folder.bad_images: SKIP).
+  int64_t skipped = 0;
 };
 
 // One consumer thread calls start() and next(); `data` must outlive the
 // loader. All batch memory is allocated in the constructor: a ring of
-// prefetch_batches + 1 buffers, one of which the consumer holds.
+// prefetch_batches + 1 buffers, one of which the consumer holds. `threads`
+// threads fill a batch together (the producer and threads - 1 helpers).
 class BatchLoader {
  public:
   // augment: random crop with padding / horizontal flip as in spec.augment();
-  // applied only when start() says so. Throws UserError for a batch_size
-  // <= 0, prefetch_batches < 0, crop_padding < 0 or a Normalization that
-  // does not fit data.channels.
+  // applied only when start() says so (and an image folder's
+  // random_resized_crop with it). Throws UserError for a batch_size <= 0,
+  // prefetch_batches < 0, crop_padding < 0, threads < 1 or a
+  // Normalization that does not fit data.channels.
   BatchLoader(const Dataset& data, const Normalization& norm, const Augmentation& augment,
-              int batch_size, int prefetch_batches, uint64_t seed);
-  ~BatchLoader();  // stops and joins the thread, also mid-epoch
+              int batch_size, int prefetch_batches, uint64_t seed, int threads = 1);
+  ~BatchLoader();  // stops and joins the threads, also mid-epoch
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
 
@@ -66,8 +74,9 @@ class BatchLoader {
   // valid (not overwritten) until the next call of next() or start().
   // Returns nullptr when the pass is exhausted (or before any start()).
   // An error in the producer (e.g. an index outside the dataset,
-  // std::out_of_range) is rethrown here once the batches before it have
-  // been handed out.
+  // std::out_of_range, or an unreadable image under bad_images: STOP, a
+  // UserError naming the file) is rethrown here once the batches before it
+  // have been handed out.
   const Batch* next();
   int64_t batches_in_pass() const;
 
@@ -82,9 +91,22 @@ class BatchLoader {
   };
 
   void stop_producer();
+  void stop_helpers();
   void produce();
   void fill(Slot& slot, int64_t batch_index);
-  void load_sample(int64_t dataset_index, bool augment, float* out) const;
+  void help(int part);
+  // Rows part, part + threads, ... of the batch being filled.
+  void fill_rows(int part);
+  // Row `row` of the batch being filled from pass position `position`;
+  // returns whether the sample had to be replaced.
+  bool load_row(int64_t position, int64_t row);
+  // An image folder's sample `index` as uint8 CHW; throws UserError if its
+  // file cannot be read or decoded.
+  void decode_sample(int64_t index, bool augment, Rng* rng, uint8_t* out) const;
+  void normalise(const uint8_t* src, bool augment, Rng* rng, float* out) const;
+  // Under SKIP: whether `index` is known unreadable; marks and logs it.
+  bool known_bad(int64_t index);
+  void mark_bad(int64_t index, const std::string& reason);
 
   const Dataset& data_;
   const int batch_size_;
@@ -92,8 +114,28 @@ class BatchLoader {
   const bool horizontal_flip_;
   const uint64_t seed_;
   const int64_t sample_floats_;
+  const int threads_;
   std::vector<float> lut_;  // channels x 256: normalised value of each pixel byte
   std::vector<Slot> ring_;
+
+  // The batch being filled, shared by the producer and the helpers.
+  struct Fill {
+    Slot* slot = nullptr;
+    int64_t begin = 0, count = 0;
+    int64_t generation = 0;  // bumped per batch; helpers wait for a new one
+    int busy = 0;            // helpers still at work on it
+    bool quit = false;
+    // Per part: replaced samples, and the first failing row and its error.
+    std::vector<int64_t> skipped, failed_row;
+    std::vector<std::exception_ptr> error;
+  };
+  Fill fill_;
+  std::mutex fill_mutex_;
+  std::condition_variable fill_posted_, fill_done_;
+  std::vector<std::thread> helpers_;
+
+  std::mutex bad_mutex_;
+  std::vector<bool> bad_;  // IMAGE_FOLDER under SKIP: samples known unreadable
 
   // The current pass; written by start() only while no producer runs.
   int64_t epoch_ = 0;

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/image.h"
 
 namespace dptrain {
 namespace {
@@ -587,6 +588,8 @@ int32_t data_channels(const DataSpec& data) {
       return 3;
     case DataSpec::SYNTHETIC:
       return data.synthetic().channels();
+    case DataSpec::IMAGE_FOLDER:
+      return data.image_folder().channels();
   }
   return 0;
 }
@@ -596,6 +599,9 @@ void validate_data(const DataSpec& d) {
   require(d.train_limit() >= 0, "data.train_limit", ">= 0", d.train_limit());
   require(d.test_limit() >= 0, "data.test_limit", ">= 0", d.test_limit());
   require(d.prefetch_batches() >= 1, "data.prefetch_batches", ">= 1", d.prefetch_batches());
+  require(d.loader_threads() >= 1 && d.loader_threads() <= 256, "data.loader_threads",
+          "in [1, 256]", d.loader_threads());
+  if (d.format() == DataSpec::IMAGE_FOLDER) check_image_folder_spec(d.image_folder());
   require(d.augment().crop_padding() >= 0, "data.augment.crop_padding", ">= 0",
           d.augment().crop_padding());
 

@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/image.h"
 #include "core/random.h"
 
 namespace dptrain {
@@ -21,6 +22,35 @@ namespace fs = std::filesystem;
 int64_t Dataset::size() const { return static_cast<int64_t>(labels.size()); }
 
 int64_t Dataset::sample_size() const { return static_cast<int64_t>(channels) * height * width; }
+
+Dataset Dataset::take(const std::vector<int64_t>& indices) const {
+  Dataset d;
+  d.channels = channels;
+  d.height = height;
+  d.width = width;
+  d.classes = classes;
+  d.from_files = from_files;
+  d.root = root;
+  d.image_folder = image_folder;
+  const auto sample = static_cast<size_t>(sample_size());
+  d.labels.reserve(indices.size());
+  if (from_files) {
+    d.files.reserve(indices.size());
+  } else {
+    d.pixels.reserve(indices.size() * sample);
+  }
+  for (int64_t i : indices) {
+    const auto at = static_cast<size_t>(i);
+    d.labels.push_back(labels.at(at));
+    if (from_files) {
+      d.files.push_back(files[at]);
+    } else {
+      const uint8_t* from = pixels.data() + at * sample;
+      d.pixels.insert(d.pixels.end(), from, from + sample);
+    }
+  }
+  return d;
+}
 
 namespace {
 
@@ -184,12 +214,15 @@ void check_limit(int64_t limit, const char* field) {
   }
 }
 
+std::vector<int64_t> first_n(int64_t n) {
+  std::vector<int64_t> indices(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) indices[static_cast<size_t>(i)] = i;
+  return indices;
+}
+
 void apply_limit(Dataset& d, int64_t limit) {
   if (limit == 0 || limit >= d.size()) return;
-  d.labels.resize(static_cast<size_t>(limit));
-  d.pixels.resize(static_cast<size_t>(limit * d.sample_size()));
-  d.labels.shrink_to_fit();
-  d.pixels.shrink_to_fit();
+  d = d.take(first_n(limit));
 }
 
 // Each class has a fixed random template (uniform pixels); a sample is its
@@ -245,7 +278,10 @@ DatasetSplits make_synthetic(const SyntheticData& s, uint64_t seed) {
     }
     return d;
   };
-  return DatasetSplits{generate(s.train_size(), 1), generate(s.test_size(), 2), {}, {}};
+  DatasetSplits splits;
+  splits.train = generate(s.train_size(), 1);
+  splits.test = generate(s.test_size(), 2);
+  return splits;
 }
 
 DatasetSplits load_idx(const std::string& dir) {
@@ -285,7 +321,9 @@ DatasetSplits load_cifar10(const std::string& path) {
   std::vector<std::string> train;
   for (int i = 1; i <= 5; ++i) train.push_back(need("data_batch_" + std::to_string(i) + ".bin"));
   std::string test = need("test_batch.bin");
-  DatasetSplits splits{read_cifar10(train), read_cifar10({test}), {}, {}};
+  DatasetSplits splits;
+  splits.train = read_cifar10(train);
+  splits.test = read_cifar10({test});
   // The names as the official archive lists them, one per line.
   if (std::FILE* meta = std::fopen(join(dir, "batches.meta.txt").c_str(), "r")) {
     char line[256];
@@ -297,6 +335,117 @@ DatasetSplits load_cifar10(const std::string& path) {
     }
     std::fclose(meta);
     if (splits.class_names.size() != static_cast<size_t>(kCifarClasses)) splits.class_names.clear();
+  }
+  return splits;
+}
+
+bool image_name(const fs::path& path) {
+  std::string ext = path.extension().string();
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
+}
+
+bool hidden(const fs::path& path) {
+  const std::string name = path.filename().string();
+  return !name.empty() && name[0] == '.';
+}
+
+// The sorted names of the visible subfolders of `dir`.
+std::vector<std::string> subfolders(const fs::path& dir) {
+  std::vector<std::string> names;
+  try {
+    for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
+      if (!hidden(e.path()) && e.is_directory()) names.push_back(e.path().filename().string());
+    }
+  } catch (const fs::filesystem_error& e) {
+    throw UserError("cannot list " + dir.string() + ": " + e.code().message());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Appends the images under `dir` (any depth, sorted) as `label`; notes
+// the other files in `ignored`. Returns how many images it found.
+int64_t list_class_folder(const fs::path& root, const fs::path& dir, int32_t label, Dataset* d,
+                          std::vector<std::string>* ignored) {
+  std::vector<std::string> images, others;
+  try {
+    auto it =
+        fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink);
+    for (; it != fs::recursive_directory_iterator(); ++it) {
+      if (hidden(it->path())) {
+        if (it->is_directory()) it.disable_recursion_pending();
+        continue;
+      }
+      if (it->is_directory()) continue;
+      const std::string relative = it->path().lexically_relative(root).string();
+      (image_name(it->path()) ? images : others).push_back(relative);
+    }
+  } catch (const fs::filesystem_error& e) {
+    throw UserError("cannot list " + (e.path1().empty() ? dir.string() : e.path1().string()) +
+                    ": " + e.code().message());
+  }
+  std::sort(images.begin(), images.end());
+  std::sort(others.begin(), others.end());
+  ignored->insert(ignored->end(), others.begin(), others.end());
+  for (std::string& f : images) {
+    d->files.push_back(std::move(f));
+    d->labels.push_back(label);
+  }
+  return static_cast<int64_t>(images.size());
+}
+
+DatasetSplits list_image_folder(const DataSpec& spec) {
+  const ImageFolderSpec& f = spec.image_folder();
+  check_image_folder_spec(f);
+  const std::string& path = spec.path();
+  require_folder(path, "IMAGE_FOLDER");
+  const fs::path root(path);
+  std::error_code ec;
+  if (!fs::is_directory(root / "train", ec)) {
+    throw UserError("image folder " + path + " has no train/ folder (one subfolder per class)");
+  }
+  const char* test_name = fs::is_directory(root / "test", ec) ? "test" : "val";
+  if (!fs::is_directory(root / test_name, ec)) {
+    throw UserError("image folder " + path + " has neither a test/ nor a val/ folder");
+  }
+  DatasetSplits splits;
+  splits.class_names = subfolders(root / "train");
+  if (splits.class_names.empty()) {
+    throw UserError("image folder " + path + ": train/ holds no class folders");
+  }
+  const auto classes = static_cast<int>(splits.class_names.size());
+  for (Dataset* d : {&splits.train, &splits.test}) {
+    d->channels = f.channels();
+    d->height = f.height();
+    d->width = f.width();
+    d->classes = classes;
+    d->from_files = true;
+    d->root = path;
+    d->image_folder = f;
+  }
+  for (int32_t c = 0; c < classes; ++c) {
+    const std::string& name = splits.class_names[static_cast<size_t>(c)];
+    if (list_class_folder(root, root / "train" / name, c, &splits.train, &splits.ignored_files) ==
+        0) {
+      splits.empty_classes.push_back("train/" + name);
+    }
+  }
+  for (const std::string& name : subfolders(root / test_name)) {
+    auto at = std::lower_bound(splits.class_names.begin(), splits.class_names.end(), name);
+    if (at == splits.class_names.end() || *at != name) {
+      throw UserError("image folder " + path + ": " + test_name + "/" + name +
+                      " is not one of the classes in train/");
+    }
+    list_class_folder(root, root / test_name / name,
+                      static_cast<int32_t>(at - splits.class_names.begin()), &splits.test,
+                      &splits.ignored_files);
+  }
+  if (splits.train.size() == 0) {
+    throw UserError("image folder " + path + ": train/ holds no images (.png, .jpg, .jpeg)");
+  }
+  if (splits.test.size() == 0) {
+    throw UserError("image folder " + path + ": " + test_name + "/ holds no images");
   }
   return splits;
 }
@@ -435,27 +584,21 @@ void select_classes(const DataSpec& spec, DatasetSplits& splits) {
     classes = 2;
   }
   for (Dataset* d : {&splits.train, &splits.test}) {
-    Dataset kept;
-    kept.channels = d->channels;
-    kept.height = d->height;
-    kept.width = d->width;
-    kept.classes = classes;
-    const auto sample = static_cast<size_t>(d->sample_size());
+    std::vector<int64_t> indices;
     for (size_t i = 0; i < d->labels.size(); ++i) {
-      const int label = label_of[static_cast<size_t>(d->labels[i])];
-      if (label < 0) continue;
-      const uint8_t* from = d->pixels.data() + i * sample;
-      kept.pixels.insert(kept.pixels.end(), from, from + sample);
-      kept.labels.push_back(label);
+      if (label_of[static_cast<size_t>(d->labels[i])] >= 0)
+        indices.push_back(static_cast<int64_t>(i));
     }
-    *d = std::move(kept);
+    *d = d->take(indices);
+    d->classes = classes;
+    for (int32_t& label : d->labels) label = label_of[static_cast<size_t>(label)];
   }
   if (!splits.class_names.empty()) splits.class_names = names;
 }
 
 }  // namespace
 
-DatasetSplits load_dataset(const DataSpec& spec, uint64_t seed) {
+DatasetSplits load_dataset(const DataSpec& spec, uint64_t seed, bool empty_classes_allowed) {
   check_limit(spec.train_limit(), "train_limit");
   check_limit(spec.test_limit(), "test_limit");
   DatasetSplits splits;
@@ -468,6 +611,16 @@ DatasetSplits load_dataset(const DataSpec& spec, uint64_t seed) {
       break;
     case DataSpec::SYNTHETIC:
       splits = make_synthetic(spec.synthetic(), seed);
+      break;
+    case DataSpec::IMAGE_FOLDER:
+      splits = list_image_folder(spec);
+      if (!splits.empty_classes.empty() && !empty_classes_allowed &&
+          spec.image_folder().bad_images() != ImageFolderSpec::SKIP) {
+        throw UserError("image folder " + spec.path() + ": class folder " +
+                        splits.empty_classes.front() + " holds no images (" +
+                        std::to_string(splits.empty_classes.size()) +
+                        " such; data.image_folder.bad_images: SKIP allows them)");
+      }
       break;
     default:
       throw UserError("data.format: unknown format " + std::to_string(spec.format()));
@@ -501,22 +654,11 @@ DatasetSplits load_dataset(const DataSpec& spec, uint64_t seed) {
     std::vector<bool> is_validation(static_cast<size_t>(n), false);
     for (int64_t i = 0; i < held_out; ++i)
       is_validation[static_cast<size_t>(perm[static_cast<size_t>(i)])] = true;
-    Dataset train, validation;
-    for (Dataset* d : {&train, &validation}) {
-      d->channels = splits.train.channels;
-      d->height = splits.train.height;
-      d->width = splits.train.width;
-      d->classes = splits.train.classes;
-    }
-    const size_t sample = static_cast<size_t>(splits.train.sample_size());
-    for (int64_t i = 0; i < n; ++i) {
-      Dataset& to = is_validation[static_cast<size_t>(i)] ? validation : train;
-      const uint8_t* from = splits.train.pixels.data() + static_cast<size_t>(i) * sample;
-      to.pixels.insert(to.pixels.end(), from, from + sample);
-      to.labels.push_back(splits.train.labels[static_cast<size_t>(i)]);
-    }
-    splits.train = std::move(train);
-    splits.validation = std::move(validation);
+    std::vector<int64_t> train, validation;
+    for (int64_t i = 0; i < n; ++i)
+      (is_validation[static_cast<size_t>(i)] ? validation : train).push_back(i);
+    splits.validation = splits.train.take(validation);
+    splits.train = splits.train.take(train);
   }
   return splits;
 }

@@ -128,6 +128,7 @@ Evaluation finish_evaluation(const Communicator& comm, const EvalSetting& settin
 
 void Evaluation::fill_test(MetricsRecord* r) const {
   r->set_test_loss(loss);
+  if (skipped > 0) r->set_skipped_images(static_cast<int32_t>(skipped));
   if (kind == LossLayer::Kind::kReconstruction) {
     r->set_test_mse(mse);
     return;

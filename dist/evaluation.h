@@ -32,6 +32,7 @@ struct EvalShard {
   std::vector<float> scores;
   std::vector<int32_t> labels, predicted;
   double loss_sum = 0;
+  int64_t skipped = 0;  // samples replaced for an unreadable image file
   void add(const LossLayer& loss, const int32_t* labels, int64_t count);
 };
 
@@ -44,6 +45,7 @@ struct Evaluation {
   double auc = 0, average_precision = 0;                             // binary
   double knn_accuracy = 0, verification_auc = 0, retrieval_map = 0;  // embedding
   double mse = 0;                                                    // reconstruction
+  int64_t skipped = 0;  // over all ranks: samples replaced for an unreadable file
   // Named ROC curves: one per class, the positive class's, or the
   // verification pairs'.
   std::vector<std::pair<std::string, std::vector<RocPoint>>> roc;

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -26,11 +27,12 @@
 
 #include "core/checkpoint.h"
 #include "core/config.h"
+#include "core/data_check.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/image.h"
 #include "core/log.h"
 #include "core/npy.h"
-#include "core/png.h"
 #include "dist/checkpointer.h"
 #include "dist/communicator.h"
 #include "dist/control_client.h"
@@ -76,6 +78,7 @@ struct Args {
   bool resume = false;
   int64_t stop_at_step = -1;
   double tolerance = -1;
+  int threads = 0;
 };
 
 // Parses the command line; returns an exit code when the program should
@@ -85,10 +88,11 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
   app.require_subcommand(1);
   if (argc > 1 && argv[1][0] != '-' && std::strcmp(argv[1], "train") != 0 &&
       std::strcmp(argv[1], "eval") != 0 && std::strcmp(argv[1], "embed") != 0 &&
-      std::strcmp(argv[1], "reconstruct") != 0 && std::strcmp(argv[1], "diff-weights") != 0) {
+      std::strcmp(argv[1], "reconstruct") != 0 && std::strcmp(argv[1], "data-check") != 0 &&
+      std::strcmp(argv[1], "diff-weights") != 0) {
     std::fprintf(stderr,
-                 "dptrain: unknown command '%s' (train, eval, embed, reconstruct or diff-weights; "
-                 "see dptrain --help)\n",
+                 "dptrain: unknown command '%s' (train, eval, embed, reconstruct, data-check or "
+                 "diff-weights; see dptrain --help)\n",
                  argv[1]);
     return 2;
   }
@@ -159,6 +163,12 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
   reconstruct->add_option("--count", a.count, "test images drawn (default 32)")
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   reconstruct->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
+  CLI::App* check = app.add_subcommand(
+      "data-check", "report a config's data (samples per class, image sizes, unreadable files)");
+  check->add_option("CONFIG", a.config, "training config")->required();
+  check->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
+  check->add_option("--threads", a.threads, "threads decoding images (default: all cores)")
+      ->check(CLI::Range(1, 256));
   CLI::App* diff = app.add_subcommand("diff-weights", "compare two weight files tensor by tensor");
   diff->add_option("FILES", a.files, "two final_weights files or checkpoints, A and B")
       ->required()
@@ -412,6 +422,17 @@ int diff_weights(const Args& a) {
   return a.tolerance >= 0 && worst > a.tolerance ? 3 : 0;
 }
 
+// Exit 1 when a run of this config would stop at what was found.
+int data_check(const Args& a) {
+  const TrainSpec spec = load_spec(a);
+  const int threads = a.threads > 0
+                          ? a.threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const DataCheck check = check_data(spec.data(), spec.seed(), threads);
+  std::printf("%s", check.report.c_str());
+  return check.run_would_stop ? 1 : 0;
+}
+
 }  // namespace
 }  // namespace dptrain
 
@@ -419,9 +440,9 @@ int main(int argc, char** argv) {
   using namespace dptrain;
   Args args;
   if (auto code = parse_args(argc, argv, args)) return *code;
-  if (args.command == "diff-weights") {
+  if (args.command == "diff-weights" || args.command == "data-check") {
     try {
-      return diff_weights(args);
+      return args.command == "diff-weights" ? diff_weights(args) : data_check(args);
     } catch (const UserError& e) {
       std::fprintf(stderr, "dptrain: %s\n", e.what());
       return 2;

@@ -76,6 +76,7 @@ uint64_t fingerprint(const Dataset& train, const Dataset& test) {
     const int64_t shape[] = {d->size(), d->channels, d->height, d->width, d->classes};
     h = fnv1a(shape, sizeof shape, h);
     h = fnv1a(d->labels.data(), d->labels.size() * sizeof(int32_t), h);
+    for (const std::string& file : d->files) h = fnv1a(file.data(), file.size() + 1, h);
   }
   return h;
 }
@@ -220,18 +221,21 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
   comm.broadcast(p.values(), p.size() * sizeof(float));
   comm.broadcast(p.buffer_values(), p.buffer_size() * sizeof(float));
 
-  s.train_loader = std::make_unique<BatchLoader>(train, s.norm, d.augment(), static_cast<int>(b),
-                                                 d.prefetch_batches(), spec.seed());
-  s.eval_loader = std::make_unique<BatchLoader>(
-      s.data.test, s.norm, Augmentation(), static_cast<int>(b), d.prefetch_batches(), spec.seed());
+  s.train_loader =
+      std::make_unique<BatchLoader>(train, s.norm, d.augment(), static_cast<int>(b),
+                                    d.prefetch_batches(), spec.seed(), d.loader_threads());
+  s.eval_loader =
+      std::make_unique<BatchLoader>(s.data.test, s.norm, Augmentation(), static_cast<int>(b),
+                                    d.prefetch_batches(), spec.seed(), d.loader_threads());
   if (loss.kind() == LossLayer::Kind::kEmbedding) {
-    s.gallery_loader = std::make_unique<BatchLoader>(
-        train, s.norm, Augmentation(), static_cast<int>(b), d.prefetch_batches(), spec.seed());
+    s.gallery_loader =
+        std::make_unique<BatchLoader>(train, s.norm, Augmentation(), static_cast<int>(b),
+                                      d.prefetch_batches(), spec.seed(), d.loader_threads());
   }
   if (s.data.validation.size() > 0) {
-    s.validation_loader =
-        std::make_unique<BatchLoader>(s.data.validation, s.norm, Augmentation(),
-                                      static_cast<int>(b), d.prefetch_batches(), spec.seed());
+    s.validation_loader = std::make_unique<BatchLoader>(s.data.validation, s.norm, Augmentation(),
+                                                        static_cast<int>(b), d.prefetch_batches(),
+                                                        spec.seed(), d.loader_threads());
   }
   const SolverSpec solver = scaled_solver(spec);
   s.total_steps = s.sampler->steps_per_epoch() * solver.epochs();
@@ -412,6 +416,7 @@ EvalShard Trainer::forward_shard(BatchLoader& loader, int64_t samples, bool with
     net.set_input(batch->images, batch->labels, batch->count);
     net.forward(false);
     shard.add(net.loss_layer(), batch->labels, batch->count);
+    shard.skipped += batch->skipped;
     for (RunHook* hook : s.hooks) hook->on_eval_batch(s.step);
   }
   net.state().compute_loss = true;
@@ -441,6 +446,11 @@ Evaluation Trainer::evaluate_on(BatchLoader& loader, int64_t samples, bool with_
     }
   }
   Evaluation e = finish_evaluation(s.comm, setting, shard, &gallery, with_ranking);
+  if (s.data.train.from_files) {
+    double skipped = static_cast<double>(shard.skipped);
+    s.comm.allreduce_sum(&skipped, 1);
+    e.skipped = static_cast<int64_t>(skipped);
+  }
   if (log_enabled(LogLevel::kDebug)) {
     char line[160];
     std::snprintf(line, sizeof line,
@@ -500,7 +510,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
   double window_compute = 0, window_loss = 0;
   // Correct predictions, or (embeddings) the steps' active triplet fractions.
   double window_hits = 0;
-  int64_t window_steps = 0;
+  int64_t window_steps = 0, window_skipped = 0;
   double last_accuracy = 0;
   int64_t& step = s.step;
   // A run resumed at an epoch's end has already evaluated it.
@@ -587,6 +597,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
           StepSpan wait(&s.timeline, "data", "wait for batch");
           batch = s.train_loader->next();
         }
+        window_skipped += batch->skipped;
         const Clock::time_point t0 = Clock::now();
         net.set_input(batch->images, batch->labels, batch->count);
         net.state().step = step;
@@ -627,8 +638,8 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
       if (step % rt.log_every_steps() == 0 || step == s.total_steps || epoch_end) {
         // Loss and accuracy over all ranks; the step takes as long as the
         // slowest rank's compute.
-        double sums[2] = {window_loss, window_hits};
-        s.comm.allreduce_sum(sums, 2);
+        double sums[3] = {window_loss, window_hits, static_cast<double>(window_skipped)};
+        s.comm.allreduce_sum(sums, 3);
         double timing[2] = {window_compute, s.reducer->take_wait_seconds()};
         s.comm.allreduce_max(timing, 2);
         const double images = static_cast<double>(window_steps * global_batch);
@@ -643,6 +654,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
         } else if (!reconstruction) {
           r.set_train_accuracy(sums[1] / images);
         }
+        if (sums[2] > 0) r.set_skipped_images(static_cast<int32_t>(sums[2]));
         r.set_lr(lr);
         r.set_images_per_sec(images / timing[0]);
         r.set_allreduce_wait_fraction(timing[1] / timing[0]);
@@ -650,7 +662,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
         emit(r);
         window_compute = window_loss = 0;
         window_hits = 0;
-        window_steps = 0;
+        window_steps = window_skipped = 0;
       }
       const bool rung =
           epoch_end && rungs.count(static_cast<int>(epoch + 1)) > 0 && step < s.total_steps;

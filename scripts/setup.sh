@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 packages=(cmake g++ make libopenmpi-dev openmpi-bin libdnnl-dev libboost-dev libprotobuf-dev
           protobuf-compiler libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
           dataset-fashion-mnist libcli11-dev libboost-filesystem-dev tmux libsqlite3-dev sqlite3
-          libjs-chart.js chromium clang libclang-rt-14-dev libpng-dev)
+          libjs-chart.js chromium clang libclang-rt-14-dev libpng-dev
+          libturbojpeg0-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

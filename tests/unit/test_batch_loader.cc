@@ -206,6 +206,7 @@ TEST(BatchLoaderTest, RejectsBadArguments) {
   EXPECT_THROW(BatchLoader(d, {}, augmentation(0, false), 0, 1, 1), UserError);
   EXPECT_THROW(BatchLoader(d, {}, augmentation(0, false), 2, -1, 1), UserError);
   EXPECT_THROW(BatchLoader(d, {}, augmentation(-1, false), 2, 1, 1), UserError);
+  EXPECT_THROW(BatchLoader(d, {}, augmentation(0, false), 2, 1, 1, 0), UserError);
   EXPECT_THROW(BatchLoader(d, Normalization{{0.1f, 0.2f}, {}}, augmentation(0, false), 2, 1, 1),
                UserError);
 }
@@ -263,13 +264,14 @@ TEST(BatchLoaderTest, AugmentationOnlyWhenStartSaysSo) {
 TEST(BatchLoaderTest, AugmentationIsDeterministic) {
   Dataset d = make_dataset(50, 3, 6, 6);
   const int64_t s = d.sample_size();
-  auto run = [&](uint64_t seed, int64_t epoch) {
-    BatchLoader loader(d, Normalization{{0.5f}, {0.3f}}, augmentation(2, true), 8, 2, seed);
+  auto run = [&](uint64_t seed, int64_t epoch, int threads = 1) {
+    BatchLoader loader(d, Normalization{{0.5f}, {0.3f}}, augmentation(2, true), 8, 2, seed,
+                       threads);
     loader.start(epoch, iota(50), true);
     return drain(loader, s);
   };
   std::vector<float> a = run(11, 4);
-  std::vector<float> b = run(11, 4);
+  std::vector<float> b = run(11, 4, 3);  // rows filled by three threads
   ASSERT_EQ(a.size(), static_cast<size_t>(50 * s));
   EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
   EXPECT_NE(a, run(11, 5));  // another epoch
@@ -362,20 +364,22 @@ TEST(BatchLoaderTest, StartDiscardsTheOldPass) {
 
 TEST(BatchLoaderTest, ProducerErrorsAreRethrownFromNext) {
   Dataset d = make_dataset(10, 1, 2, 2);
-  BatchLoader loader(d, {}, augmentation(0, false), 2, 3, 1);
-  loader.start(0, {0, 1, 2, 3, 4, 10, 6}, false);  // 10 is outside the dataset
-  ASSERT_NE(loader.next(), nullptr);
-  ASSERT_NE(loader.next(), nullptr);
-  try {
-    loader.next();
-    ADD_FAILURE() << "no error for an index outside the dataset";
-  } catch (const std::out_of_range& e) {
-    EXPECT_THAT(e.what(), HasSubstr("index 10"));
+  for (int threads : {1, 2, 3}) {
+    BatchLoader loader(d, {}, augmentation(0, false), 4, 3, 1, threads);
+    // 10 and 11 are outside the dataset; the first in the batch is named.
+    loader.start(0, {0, 1, 2, 3, 4, 10, 11, 6}, false);
+    ASSERT_NE(loader.next(), nullptr);
+    try {
+      loader.next();
+      ADD_FAILURE() << "no error for an index outside the dataset";
+    } catch (const std::out_of_range& e) {
+      EXPECT_THAT(e.what(), HasSubstr("index 10"));
+    }
+    EXPECT_THROW(loader.next(), std::out_of_range);
+    // A new pass recovers.
+    loader.start(1, {1}, false);
+    ASSERT_NE(loader.next(), nullptr);
   }
-  EXPECT_THROW(loader.next(), std::out_of_range);
-  // A new pass recovers.
-  loader.start(1, {1}, false);
-  ASSERT_NE(loader.next(), nullptr);
 }
 
 // Runs `f` on another thread; fails (and ends the process) if it hangs.
@@ -414,26 +418,28 @@ TEST(BatchLoaderTest, DestructorStopsMidEpoch) {
 // handed out is the right one. (Also the test to run under TSan.)
 TEST(BatchLoaderTest, RandomRestartsStress) {
   Dataset d = make_dataset(64, 1, 3, 3);
-  BatchLoader loader(d, {}, augmentation(0, false), 3, 2, 1);
-  Rng rng(123);
-  for (int64_t pass = 0; pass < 300; ++pass) {
-    std::vector<int64_t> indices(rng.below(40));
-    for (int64_t& i : indices) i = static_cast<int64_t>(rng.below(64));
-    loader.start(pass, indices, false);
-    const auto take =
-        static_cast<int64_t>(rng.below(static_cast<uint64_t>(loader.batches_in_pass()) + 2));
-    for (int64_t k = 0; k < take; ++k) {
-      const Batch* b = loader.next();
-      if (k >= loader.batches_in_pass()) {
-        ASSERT_EQ(b, nullptr);
-        continue;
-      }
-      ASSERT_NE(b, nullptr);
-      ASSERT_EQ(b->index, k);
-      for (int64_t r = 0; r < b->count; ++r) {
-        int64_t i = indices[static_cast<size_t>(k * 3 + r)];
-        ASSERT_EQ(b->labels[r], i % 10);
-        ASSERT_EQ(row(*b, r, 9), plain(d, i));
+  for (int threads : {1, 3}) {
+    BatchLoader loader(d, {}, augmentation(0, false), 3, 2, 1, threads);
+    Rng rng(123);
+    for (int64_t pass = 0; pass < 300; ++pass) {
+      std::vector<int64_t> indices(rng.below(40));
+      for (int64_t& i : indices) i = static_cast<int64_t>(rng.below(64));
+      loader.start(pass, indices, false);
+      const auto take =
+          static_cast<int64_t>(rng.below(static_cast<uint64_t>(loader.batches_in_pass()) + 2));
+      for (int64_t k = 0; k < take; ++k) {
+        const Batch* b = loader.next();
+        if (k >= loader.batches_in_pass()) {
+          ASSERT_EQ(b, nullptr);
+          continue;
+        }
+        ASSERT_NE(b, nullptr);
+        ASSERT_EQ(b->index, k);
+        for (int64_t r = 0; r < b->count; ++r) {
+          int64_t i = indices[static_cast<size_t>(k * 3 + r)];
+          ASSERT_EQ(b->labels[r], i % 10);
+          ASSERT_EQ(row(*b, r, 9), plain(d, i));
+        }
       }
     }
   }
