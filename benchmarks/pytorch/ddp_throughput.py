@@ -68,6 +68,9 @@ def _run_rank(rank, args, queue):
     torch.manual_seed(args.seed)  # identical init on all ranks (DDP also broadcasts rank 0's)
     model = tt.build_model(args.model, args.fc_as_conv)
     model.train()
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        batches = [(xb.contiguous(memory_format=torch.channels_last), yb) for xb, yb in batches]
     ddp = DDP(model, bucket_cap_mb=args.bucket_cap_mb)
     step = tt.make_step(ddp, lr=args.lr, momentum=args.momentum)
 
@@ -115,7 +118,9 @@ def _run_rank(rank, args, queue):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=["lenet5", "convbn"], default="convbn")
+    p.add_argument("--model", choices=["lenet5", "convbn", "mobilenet"], default="convbn")
+    p.add_argument("--channels-last", action="store_true",
+                   help="model and batches in torch.channels_last (NHWC) memory format")
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
     p.add_argument("--batch", type=int, default=64, help="per-rank batch")

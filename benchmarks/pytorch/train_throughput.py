@@ -50,7 +50,21 @@ def convbn():
     )
 
 
-MODELS = {"lenet5": lenet5, "convbn": convbn}
+def mobilenet():
+    """configs/mobilenet_fmnist.textproto: a stem, then depthwise-separable blocks."""
+    def block(cin, cout, stride):
+        return [nn.Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin, bias=False),
+                nn.BatchNorm2d(cin), nn.ReLU(),
+                nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        *block(32, 64, 1), *block(64, 128, 2), *block(128, 128, 1), *block(128, 256, 2),
+        *block(256, 256, 1),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 10),
+    )
+
+
+MODELS = {"lenet5": lenet5, "convbn": convbn, "mobilenet": mobilenet}
 
 
 # Same models with every fully-connected layer written as the mathematically
@@ -83,6 +97,8 @@ MODELS_FC_AS_CONV = {"lenet5": lenet5_fc_as_conv, "convbn": convbn_fc_as_conv}
 
 
 def build_model(name, fc_as_conv=False):
+    if fc_as_conv and name not in MODELS_FC_AS_CONV:
+        raise ValueError(f"--fc-as-conv has no variant of {name}")
     return (MODELS_FC_AS_CONV if fc_as_conv else MODELS)[name]()
 
 
@@ -210,6 +226,9 @@ def bench_model(name, args, batches):
     torch.manual_seed(args.seed)
     model = build_model(name, args.fc_as_conv)
     model.train()
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
     step = make_step(model, lr=args.lr, momentum=args.momentum)
 
     idx = 0
@@ -247,6 +266,7 @@ def bench_model(name, args, batches):
         "params": sum(p.numel() for p in model.parameters()),
         "final_loss": round(final_loss, 4),
         "fc_impl": "conv-onednn" if args.fc_as_conv else "linear-blas",
+        "memory_format": "channels_last" if args.channels_last else "contiguous",
         "mkldnn": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,
         "blas": blas_library(),
         "python": platform.python_version(),
@@ -255,7 +275,9 @@ def bench_model(name, args, batches):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=["lenet5", "convbn", "both"], default="both")
+    p.add_argument("--model", choices=["lenet5", "convbn", "mobilenet", "both"], default="both")
+    p.add_argument("--channels-last", action="store_true",
+                   help="model and batches in torch.channels_last (NHWC) memory format")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--warmup-steps", type=int, default=50)
@@ -285,7 +307,8 @@ def main(argv=None):
         if args.json:
             print(json.dumps(r), flush=True)
         else:
-            fc = " fc-as-conv" if args.fc_as_conv else ""
+            fc = (" fc-as-conv" if args.fc_as_conv else "") + (
+                " channels_last" if args.channels_last else "")
             print(f"pytorch {r['torch']} {name:7s}{fc} batch={r['batch']} threads={r['threads']}: "
                   f"best {r['images_per_sec']:.1f} img/s, median {r['images_per_sec_median']:.1f} img/s "
                   f"({r['ms_per_step_best']:.2f} ms/step best; repeats {r['images_per_sec_all']}; "

@@ -530,10 +530,14 @@ TEST_F(LauncherE2e, OnATerminalTheStatusLineIsRewrittenInPlace) {
     seen = pane();
     return std::regex_search(seen, status);
   })) << seen;
-  ASSERT_TRUE(eventually([&] {
-    seen = pane();
-    return seen.find("dptrain-launch: done") != std::string::npos;
-  })) << seen;
+  // 3000 steps: long on a loaded machine, so a generous bound.
+  ASSERT_TRUE(eventually(
+      [&] {
+        seen = pane();
+        return seen.find("dptrain-launch: done") != std::string::npos;
+      },
+      std::chrono::seconds(240)))
+      << seen;
   // The live line was rewritten, not repeated: no step line is left behind.
   EXPECT_FALSE(std::regex_search(seen, status)) << seen;
   EXPECT_THAT(seen, HasSubstr("run folder " + run_dir));
