@@ -20,6 +20,18 @@ struct Node {
   std::optional<Activation> fused;
 };
 
+std::vector<Node> resolve(const NetSpec& spec);
+
+}  // namespace
+
+std::vector<LayerSpec> resolve_layers(const NetSpec& spec) {
+  std::vector<LayerSpec> layers;
+  for (Node& n : resolve(spec)) layers.push_back(std::move(n.spec));
+  return layers;
+}
+
+namespace {
+
 // Fills in the default bottoms and tops and checks that every name refers
 // to a blob written earlier.
 std::vector<Node> resolve(const NetSpec& spec) {

@@ -23,6 +23,11 @@
 
 namespace dptrain {
 
+// The layers of `spec` as written, each with its bottoms and top filled in
+// (the first reads "data", a loss its default target); UserError for a
+// name that refers to no earlier blob.
+std::vector<LayerSpec> resolve_layers(const NetSpec& spec);
+
 class Net {
  public:
   // How blobs get their bytes. kReuse: blobs whose lifetimes in a step do

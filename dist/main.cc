@@ -33,6 +33,7 @@
 #include "core/image.h"
 #include "core/log.h"
 #include "core/npy.h"
+#include "core/onnx_export.h"
 #include "dist/checkpointer.h"
 #include "dist/communicator.h"
 #include "dist/control_client.h"
@@ -88,11 +89,12 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
   app.require_subcommand(1);
   if (argc > 1 && argv[1][0] != '-' && std::strcmp(argv[1], "train") != 0 &&
       std::strcmp(argv[1], "eval") != 0 && std::strcmp(argv[1], "embed") != 0 &&
-      std::strcmp(argv[1], "reconstruct") != 0 && std::strcmp(argv[1], "data-check") != 0 &&
+      std::strcmp(argv[1], "reconstruct") != 0 && std::strcmp(argv[1], "predict") != 0 &&
+      std::strcmp(argv[1], "export") != 0 && std::strcmp(argv[1], "data-check") != 0 &&
       std::strcmp(argv[1], "diff-weights") != 0) {
     std::fprintf(stderr,
-                 "dptrain: unknown command '%s' (train, eval, embed, reconstruct, data-check or "
-                 "diff-weights; see dptrain --help)\n",
+                 "dptrain: unknown command '%s' (train, eval, predict, embed, reconstruct, export, "
+                 "data-check or diff-weights; see dptrain --help)\n",
                  argv[1]);
     return 2;
   }
@@ -139,30 +141,47 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
       "embed", "write an embedding net's embeddings of the test set as a NumPy array");
   CLI::App* reconstruct = app.add_subcommand(
       "reconstruct", "draw test images beside an autoencoder's reconstructions, as a PNG");
-  for (CLI::App* sub : {train, eval, embed, reconstruct}) {
+  CLI::App* predict =
+      app.add_subcommand("predict",
+                         "write the net's outputs on the test set as a NumPy array (probabilities, "
+                         "embeddings or reconstructions)");
+  CLI::App* exporter = app.add_subcommand(
+      "export", "write the net's inference graph with its weights as an ONNX model");
+  for (CLI::App* sub : {train, eval, embed, reconstruct, predict, exporter}) {
     sub->add_option("--log-level", a.log_level,
                     "events logged on stderr, with time and rank: error, warn, info (default) or "
                     "debug")
         ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
     sub->add_flag("--log-all-ranks", a.log_all_ranks, "every rank logs, not only rank 0");
   }
-  eval->add_option("CONFIG", a.config, "config the weights were trained with")->required();
-  eval->add_option("--weights", a.weights, "final_weights or a checkpoint")->required();
-  eval->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
-  embed->add_option("CONFIG", a.config, "config the weights were trained with")->required();
-  embed->add_option("--weights", a.weights, "final_weights or a checkpoint")->required();
+  for (CLI::App* sub : {eval, predict, exporter, embed, reconstruct}) {
+    sub->add_option("CONFIG", a.config, "config the weights were trained with")->required();
+    sub->add_option("--weights", a.weights, "final_weights or a checkpoint")->required();
+    sub->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
+  }
+  predict
+      ->add_option("--out", a.out,
+                   "FILE.npy: float32, samples x outputs (reconstructions: samples x C x H x W, "
+                   "in pixels); the labels go to FILE.labels.npy")
+      ->required();
+  predict->add_flag("--train-set", a.train_set, "the training set's outputs, not the test set's");
+  exporter
+      ->add_option("--onnx", a.out,
+                   "OUT.onnx: input 'pixels' N x C x H x W in [0, 1], normalisation inside; "
+                   "output the net's prediction")
+      ->required();
+  exporter
+      ->add_option("--batch", a.count,
+                   "a fixed batch size for the graph (default: any, a symbolic dimension)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   embed
       ->add_option("--out", a.out,
                    "FILE.npy: float32, samples x dimensions; the labels go to FILE.labels.npy")
       ->required();
   embed->add_flag("--train-set", a.train_set, "the training set's embeddings, not the test set's");
-  embed->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
-  reconstruct->add_option("CONFIG", a.config, "config the weights were trained with")->required();
-  reconstruct->add_option("--weights", a.weights, "final_weights or a checkpoint")->required();
   reconstruct->add_option("--out", a.out, "folder for reconstructions.png")->required();
   reconstruct->add_option("--count", a.count, "test images drawn (default 32)")
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
-  reconstruct->add_option("--set", a.sets, "override a config field: PATH=VALUE (repeatable)");
   CLI::App* check = app.add_subcommand(
       "data-check", "report a config's data (samples per class, image sizes, unreadable files)");
   check->add_option("CONFIG", a.config, "training config")->required();
@@ -192,6 +211,7 @@ std::optional<int> parse_args(int argc, char** argv, Args& a) {
     return 2;
   }
   a.command = app.get_subcommands().front()->get_name();
+  if (a.command == "export" && !exporter->count("--batch")) a.count = 0;
   if (!a.reinit.empty() && a.init_weights.empty()) {
     std::fprintf(stderr, "dptrain: --reinit needs --init-weights\n");
     return 2;
@@ -268,20 +288,50 @@ std::string labels_path(const std::string& out) {
   return stem + ".labels.npy";
 }
 
-void embed(const Args& a, const TrainSpec& spec, const Communicator& comm) {
+// embed (embeddings only) and predict (any net): the outputs of every
+// sample of the split, gathered in order, and their labels.
+void predict(const Args& a, const TrainSpec& spec, const Communicator& comm) {
   Trainer trainer(spec, comm, "");
-  if (trainer.net().loss_layer().kind() != LossLayer::Kind::kEmbedding) {
-    throw UserError(a.config + ": the net's loss is " + trainer.net().loss_layer().type() +
-                    ", not an embedding's (TripletLoss); dptrain eval evaluates it");
+  const LossLayer& loss = trainer.net().loss_layer();
+  if (a.command == "embed" && loss.kind() != LossLayer::Kind::kEmbedding) {
+    throw UserError(a.config + ": the net's loss is " + loss.type() +
+                    ", not an embedding's (TripletLoss); dptrain predict writes its outputs");
   }
   trainer.load_weights(a.weights);
   const EvalShard e = trainer.outputs(a.train_set);
-  if (comm.rank() != 0) return;
   const auto n = static_cast<int64_t>(e.labels.size());
-  write_file_atomically(a.out, npy_bytes(e.scores, {n, e.width}));
+  std::string array;
+  std::string what = std::to_string(e.width) + " numbers";
+  if (loss.kind() == LossLayer::Kind::kReconstruction) {
+    if (a.train_set) throw UserError("predict --train-set: reconstructions are of the test set");
+    const Trainer::Reconstructions r = trainer.reconstruct(n);
+    array = npy_bytes(r.outputs, {n, r.channels, r.height, r.width});
+    what = "reconstructions";
+  } else {
+    array = npy_bytes(e.scores, {n, e.width});
+    if (loss.kind() == LossLayer::Kind::kEmbedding) what = "embeddings of " + what;
+  }
+  if (comm.rank() != 0) return;
+  write_file_atomically(a.out, array);
   write_file_atomically(labels_path(a.out), npy_bytes(e.labels, {n}));
-  std::printf("dptrain: %lld embeddings of %d dimensions to %s, labels to %s\n",
-              static_cast<long long>(n), e.width, a.out.c_str(), labels_path(a.out).c_str());
+  std::printf("dptrain: %lld samples' %s to %s, labels to %s\n", static_cast<long long>(n),
+              what.c_str(), a.out.c_str(), labels_path(a.out).c_str());
+}
+
+void export_onnx(const Args& a, const TrainSpec& spec, const Communicator& comm) {
+  Trainer trainer(spec, comm, "");
+  trainer.load_weights(a.weights);
+  const Net& net = trainer.net();
+  const dnnl::memory::dims in = net.input_dims();
+  const auto channels = static_cast<int>(in[1]);
+  const dnnl::memory::dims out = net.blob(net.loss_layer().bottom_names().at(0)).dims();
+  const std::string bytes = onnx_model_bytes(
+      spec.net(), net.params().export_weights(), Normalization::from_spec(spec.data(), channels),
+      channels, static_cast<int>(in[2]), static_cast<int>(in[3]), {out.begin() + 1, out.end()},
+      a.count);
+  if (comm.rank() != 0) return;
+  write_file_atomically(a.out, bytes);
+  std::printf("dptrain: ONNX model (opset 13) of %s to %s\n", a.config.c_str(), a.out.c_str());
 }
 
 // Pairs of tiles (image | reconstruction), 8 pairs a row, on white.
@@ -462,8 +512,10 @@ int main(int argc, char** argv) {
     comm.set_stall_timeout(spec.runtime().stall_timeout_s());
     if (args.command == "train") {
       code = train(args, spec, comm);
-    } else if (args.command == "embed") {
-      embed(args, spec, comm);
+    } else if (args.command == "embed" || args.command == "predict") {
+      predict(args, spec, comm);
+    } else if (args.command == "export") {
+      export_onnx(args, spec, comm);
     } else if (args.command == "reconstruct") {
       reconstruct(args, spec, comm);
     } else {

@@ -9,7 +9,7 @@ packages=(cmake g++ make libopenmpi-dev openmpi-bin libdnnl-dev libboost-dev lib
           protobuf-compiler libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
           dataset-fashion-mnist libcli11-dev libboost-filesystem-dev tmux libsqlite3-dev sqlite3
           libjs-chart.js chromium clang libclang-rt-14-dev libpng-dev
-          libturbojpeg0-dev)
+          libturbojpeg0-dev libonnx-dev python3-onnx python3-opencv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
