@@ -57,6 +57,25 @@ TEST(DptrainBench, PeakWritesItsTableInThreeForms) {
   EXPECT_EQ(bars, static_cast<size_t>(t.row_size()));
 }
 
+TEST(DptrainBench, AllreduceComparesTheReducerWithRawMpi) {
+  if (kBench.empty()) GTEST_SKIP() << "benchmarks not built (DPTRAIN_BUILD_BENCHMARKS=OFF)";
+  TempDir dir;
+  const auto r = run_command(mpiexec(2) + kBench + " allreduce --max-mb 1 --seconds 0.01 --out " +
+                             (dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const BenchTable t = read_table(dir / "out/allreduce.json");
+  ASSERT_EQ(t.row_size(), 5);  // 4 KB, 16 KB, 64 KB, 256 KB, 1 MB
+  EXPECT_EQ(t.row(0).cell(0), "4 KB");
+  EXPECT_EQ(t.row(4).cell(0), "1 MB");
+  for (const BenchRow& row : t.row()) {
+    EXPECT_EQ(row.cell(1), "2");
+    EXPECT_GT(std::stod(row.cell(3)), 0);
+    EXPECT_GT(std::stod(row.cell(5)), 0);
+  }
+  // One table, from rank 0 only.
+  EXPECT_EQ(r.output.find("allreduce on"), r.output.rfind("allreduce on"));
+}
+
 TEST(DptrainBench, BadFlagsAreOneLineErrors) {
   if (kBench.empty()) GTEST_SKIP() << "benchmarks not built (DPTRAIN_BUILD_BENCHMARKS=OFF)";
   auto r = run_command(kBench + " peak --seconds -1");
