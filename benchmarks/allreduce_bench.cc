@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "benchmarks/bench_table.h"
+#include "benchmarks/report_table.h"
 #include "dist/gradient_reducer.h"
 
 namespace dptrain::bench {

@@ -8,7 +8,7 @@
 #include <CLI/CLI.hpp>
 
 #include "benchmarks/allreduce_bench.h"
-#include "benchmarks/bench_table.h"
+#include "benchmarks/report_table.h"
 #include "benchmarks/peak.h"
 #include "core/error.h"
 

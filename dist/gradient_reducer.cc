@@ -57,10 +57,16 @@ void GradientReducer::progress() {
 }
 
 void GradientReducer::completed(size_t index) {
+  const Bucket& b = buckets_[index];
   if (timeline_) {
-    timeline_->step_span("allreduce", "bucket", buckets_[index].started_us, Timeline::now_us(),
+    timeline_->step_span("allreduce", "bucket", b.started_us, Timeline::now_us(),
                          Timeline::kCommunication, static_cast<int32_t>(index));
   }
+  // The sum to the average while the bucket is still in cache, rather than
+  // in a pass over the whole store after the last one.
+  const float scale = 1.f / static_cast<float>(comm_.size());
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = b.begin; i < b.end; ++i) grads_[i] *= scale;
 }
 
 void GradientReducer::grads_final(size_t offset) {
@@ -87,10 +93,6 @@ void GradientReducer::finish() {
   }
   next_ = 0;
   banked_ = false;
-  if (comm_.size() == 1) return;
-  const float scale = 1.f / static_cast<float>(comm_.size());
-#pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < size_; ++i) grads_[i] *= scale;
 }
 
 double GradientReducer::take_wait_seconds() {

@@ -1,4 +1,4 @@
-#include "benchmarks/bench_table.h"
+#include "benchmarks/report_table.h"
 
 #include <google/protobuf/util/json_util.h>
 
