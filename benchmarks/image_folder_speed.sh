@@ -11,6 +11,7 @@
 #   benchmarks/image_folder_speed.sh [CONFIG] [STEPS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/lib.sh
 config=${1:-configs/convbn_fmnist.textproto}
 steps=${2:-937}
 rounds=${3:-5}
@@ -50,6 +51,5 @@ for ((r = 1; r <= rounds; ++r)); do
     "$png_proc" "$ratio"
   echo "$ratio $(awk -v a="$idx_proc" -v b="$png_proc" 'BEGIN{print b / a}')" >>"$out/rounds"
 done
-median() { sort -g | awk '{v[NR]=$1} END{print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 printf "median wall time, PNG folder / IDX (%s steps): run %.3fx, process %.3fx\n" "$steps" \
   "$(awk '{print $1}' "$out/rounds" | median)" "$(awk '{print $2}' "$out/rounds" | median)"

@@ -12,6 +12,7 @@
 #   benchmarks/restart_time.sh [ROUNDS] [C] [K]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/lib.sh
 rounds=${1:-3}
 every=${2:-200}
 kill_at=${3:-1100}
@@ -44,7 +45,6 @@ for ((r = 1; r <= rounds; ++r)); do
       k = c + n * s; printf "%-6s %11.2f %11.2f %9.2f %9.2f %12s\n", r, e - k, b - e, n * s, b - k + n * s, eq
       print e - k, b - e, n * s, b - k + n * s > "/dev/stderr"}' 2>>"$out/rounds"
 done
-median() { sort -g | awk '{v[NR]=$1} END{print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 printf "median per fault: detection %.2f s, restart %.2f s, redo %.2f s (%d steps), total lost %.2f s\n" \
   "$(awk '{print $1}' "$out/rounds" | median)" "$(awk '{print $2}' "$out/rounds" | median)" \
   "$(awk '{print $3}' "$out/rounds" | median)" $((kill_at - ckpt)) "$(awk '{print $4}' "$out/rounds" | median)"

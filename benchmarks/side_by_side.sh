@@ -10,6 +10,7 @@
 #   benchmarks/side_by_side.sh mobilenet configs/mobilenet_fmnist.textproto 2 5
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/lib.sh
 model=$1 config=$2 threads=${3:-2} rounds=${4:-5}
 lscpu | grep -E "^Model name" || true
 update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | grep -E "^Value" || true
@@ -33,7 +34,6 @@ for ((r = 1; r <= rounds; ++r)); do
   printf "%-6s %12.1f %14.1f %20.1f\n" "$r" "$a" "$b" "$c"
   echo "$a $b $c" >>"$out"
 done
-median() { sort -g | awk '{v[NR]=$1} END{print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 a=$(awk '{print $1}' "$out" | median)
 b=$(awk '{print $2}' "$out" | median)
 c=$(awk '{print $3}' "$out" | median)

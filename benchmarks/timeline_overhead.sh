@@ -9,6 +9,7 @@
 #   benchmarks/timeline_overhead.sh [CONFIG] [STEPS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/lib.sh
 config=${1:-configs/convbn_fmnist.textproto}
 steps=${2:-1000}
 rounds=${3:-5}
@@ -42,7 +43,6 @@ for ((r = 1; r <= rounds; ++r)); do
     "$(awk -v x="$ratio" 'BEGIN{print 100 * x}')"
   echo "$ratio $(awk -v a="$off_proc" -v b="$on_proc" 'BEGIN{print (b - a) / a}')" >>"$out/rounds"
 done
-median() { sort -g | awk '{v[NR]=$1} END{print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 printf "median overhead of the timeline (every one of %s steps, trace %s bytes): run wall time %.2f%%, process %.2f%%\n" \
   "$steps" "$bytes" \
   "$(awk '{print 100 * $1}' "$out/rounds" | median)" "$(awk '{print 100 * $2}' "$out/rounds" | median)"

@@ -13,6 +13,7 @@
 # time): trust rounds where it is near 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/lib.sh
 config=${1:-configs/convbn_fmnist.textproto}
 batch=${2:-64}
 steps=${3:-300}
@@ -61,7 +62,6 @@ for ((r = 1; r <= repeats; ++r)); do
     "$(awk "BEGIN{print $shm/$one}")" "$(awk "BEGIN{print $tcp/$one}")" "$wshm" "$l1/$l2/$l3"
   echo "$one $shm $tcp $wshm" >>"$out/rounds"
 done
-median() { sort -g | awk '{v[NR]=$1} END{print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 printf "median: 1 rank %.0f img/s; 2 ranks shared memory %.2fx, loopback TCP %.2fx; allreduce wait %.3f of step\n" \
   "$(awk '{print $1}' "$out/rounds" | median)" \
   "$(awk '{print $2/$1}' "$out/rounds" | median)" \

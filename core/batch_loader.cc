@@ -329,10 +329,8 @@ bool BatchLoader::load_row(int64_t position, int64_t row) {
 
 void BatchLoader::decode_sample(int64_t index, bool augment, Rng* rng, uint8_t* out) const {
   thread_local std::vector<uint8_t> bytes;
-  const std::string path = data_.root + "/" + data_.files[static_cast<size_t>(index)];
-  read_image_file(path, &bytes);
   const ImageFolderSpec& spec = data_.image_folder;
-  const Image image = decode_image(bytes.data(), bytes.size(), data_.channels, path);
+  const Image image = load_image(data_.file_path(index), data_.channels, &bytes);
   const Box box =
       augment && spec.has_random_resized_crop()
           ? random_resized_box(image.width, image.height, spec.random_resized_crop(), *rng)

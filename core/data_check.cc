@@ -24,10 +24,8 @@ std::vector<Decoded> decode_all(const Dataset& d, int threads) {
   auto work = [&](int part) {
     std::vector<uint8_t> bytes;
     for (size_t i = static_cast<size_t>(part); i < out.size(); i += static_cast<size_t>(threads)) {
-      const std::string path = d.root + "/" + d.files[i];
       try {
-        read_image_file(path, &bytes);
-        const Image image = decode_image(bytes.data(), bytes.size(), d.channels, path);
+        const Image image = load_image(d.file_path(static_cast<int64_t>(i)), d.channels, &bytes);
         out[i].width = image.width;
         out[i].height = image.height;
       } catch (const UserError& e) {

@@ -23,6 +23,10 @@ int64_t Dataset::size() const { return static_cast<int64_t>(labels.size()); }
 
 int64_t Dataset::sample_size() const { return static_cast<int64_t>(channels) * height * width; }
 
+std::string Dataset::file_path(int64_t i) const {
+  return root + "/" + files[static_cast<size_t>(i)];
+}
+
 Dataset Dataset::take(const std::vector<int64_t>& indices) const {
   Dataset d;
   d.channels = channels;

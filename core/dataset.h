@@ -29,6 +29,8 @@ struct Dataset {
   ImageFolderSpec image_folder;
   int64_t size() const;
   int64_t sample_size() const;  // C*H*W
+  // IMAGE_FOLDER: the path of sample i's file.
+  std::string file_path(int64_t i) const;
   // The samples at `indices`, in that order, of the same shape and kind.
   Dataset take(const std::vector<int64_t>& indices) const;
 };

@@ -199,6 +199,11 @@ void read_image_file(const std::string& path, std::vector<uint8_t>* bytes) {
   bytes->resize(used);
 }
 
+Image load_image(const std::string& path, int channels, std::vector<uint8_t>* bytes) {
+  read_image_file(path, bytes);
+  return decode_image(bytes->data(), bytes->size(), channels, path);
+}
+
 Box center_box(int width, int height, int resize, int out_width, int out_height) {
   if (resize <= 0) return Box{0, 0, static_cast<double>(width), static_cast<double>(height)};
   // Source pixels per pixel of the image scaled to `resize` on its shorter side.

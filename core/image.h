@@ -34,6 +34,9 @@ Image decode_image(const uint8_t* bytes, size_t size, int channels, const std::s
 
 // The whole file at `path`, into `bytes` (reused across calls).
 void read_image_file(const std::string& path, std::vector<uint8_t>* bytes);
+// The file at `path` read into `bytes` and decoded as decode_image does,
+// named by its path in errors.
+Image load_image(const std::string& path, int channels, std::vector<uint8_t>* bytes);
 
 // A rectangle of an image in pixel units, possibly fractional.
 struct Box {

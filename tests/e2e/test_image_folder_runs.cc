@@ -13,6 +13,7 @@
 #include "core/dataset.h"
 #include "core/image.h"
 #include "tests/e2e/run_command.h"
+#include "tests/unit/image_test_util.h"
 
 namespace dptrain::testing {
 namespace {
@@ -23,14 +24,6 @@ using ::testing::HasSubstr;
 const std::string kBin = DPTRAIN_BIN;
 const std::string kLenet = std::string(DPTRAIN_SOURCE_DIR) + "/configs/lenet5_fmnist.textproto";
 const char* kFashion = "/usr/share/datasets/fashion-mnist";
-
-void put(const fs::path& path, const std::string& bytes) {
-  fs::create_directories(path.parent_path());
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  ASSERT_NE(f, nullptr) << path;
-  std::fwrite(bytes.data(), 1, bytes.size(), f);
-  std::fclose(f);
-}
 
 std::string be32(uint32_t v) {
   return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
@@ -63,14 +56,14 @@ class ImageFolderRuns : public ::testing::Test {
         const std::vector<uint8_t> pixels(at, at + 784);
         char name[32];
         std::snprintf(name, sizeof name, "%05lld.png", static_cast<long long>(i));
-        put(dir.path() / "folder" / split /
-                ("c" + std::to_string(d->labels[static_cast<size_t>(i)])) / name,
-            png_bytes(pixels, 28, 28, 1));
+        write_bytes(dir.path() / "folder" / split /
+                        ("c" + std::to_string(d->labels[static_cast<size_t>(i)])) / name,
+                    png_bytes(pixels, 28, 28, 1));
         images.append(pixels.begin(), pixels.end());
         labels.push_back(static_cast<char>(d->labels[static_cast<size_t>(i)]));
       }
-      put(dir.path() / "idx" / (std::string(prefix) + "-images-idx3-ubyte"), images);
-      put(dir.path() / "idx" / (std::string(prefix) + "-labels-idx1-ubyte"), labels);
+      write_bytes(dir.path() / "idx" / (std::string(prefix) + "-images-idx3-ubyte"), images);
+      write_bytes(dir.path() / "idx" / (std::string(prefix) + "-labels-idx1-ubyte"), labels);
     }
   }
   std::string folder_flags() const {
@@ -109,7 +102,7 @@ TEST_F(ImageFolderRuns, DataCheckAndTheRunAgreeOnDamage) {
   // A damaged image: data-check names it and says the run would stop,
   // the run stops naming it, and under SKIP both go on.
   const fs::path bad = dir.path() / "folder/train/c3/zzz.png";
-  put(bad, png_bytes(std::vector<uint8_t>(784, 9), 28, 28, 1).substr(0, 60));
+  write_bytes(bad, png_bytes(std::vector<uint8_t>(784, 9), 28, 28, 1).substr(0, 60));
   r = run_command(check);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_THAT(r.output, HasSubstr(bad.string() + ": "));

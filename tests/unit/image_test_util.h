@@ -42,9 +42,12 @@ inline std::string jpeg_bytes(const std::vector<uint8_t>& pixels, int width, int
   return bytes;
 }
 
+// Throws if the file cannot be written whole.
 inline void write_bytes(const std::filesystem::path& path, const std::string& bytes) {
   std::filesystem::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary) << bytes;
+  std::ofstream out(path, std::ios::binary);
+  out << bytes;
+  if (!out) throw std::runtime_error("cannot write " + path.string());
 }
 
 }  // namespace dptrain::testing
