@@ -4,10 +4,11 @@
 // (N x 1 x H x W). One bottom must have the output's shape. Forward is
 // oneDNN's binary primitive; backward is too: d full = dy * small
 // (broadcast), d small = the sum of dy * full over the broadcast axes
-// (binary, then oneDNN's sum reduction). Plain layouts throughout.
+// (binary, then oneDNN's sum reduction).
 #include "core/engine.h"
 #include "core/error.h"
 #include "core/layer.h"
+#include "core/layers/channel_blocks.h"
 #include "core/layers/layers.h"
 #include "core/primitive.h"
 
@@ -40,21 +41,34 @@ class MulLayer : public Layer {
                       ": one must have the other's sizes, or 1, on every axis");
     }
     if (!a_full) std::swap(full, small);
-    const memory::desc full_md = plain_desc(full->dims()), small_md = plain_desc(small->dims());
-    full_ = Relayout::input(full->data, full_md);
-    small_ = Relayout::input(small->data, small_md);
-    ctx.define_top(top, full_md);
     auto& eng = cpu_engine();
     using Binary = dnnl::binary;
-    const Binary::primitive_desc mul(
-        Binary::desc(dnnl::algorithm::binary_mul, full_md, small_md, full_md), default_attr(), eng);
+    // The product keeps the full bottom's layout (a channel-blocked feature
+    // map stays blocked for the layers after it); the small one is read in
+    // its own layout, or plain, whichever oneDNN has a fast kernel for.
+    const memory::desc full_md = layout_like(full->desc(), full->dims());
+    const memory::desc small_own = layout_like(small->desc(), small->dims());
+    const memory::desc small_plain = plain_desc(small->dims());
+    auto mul_with = [&](const memory::desc& f, const memory::desc& sm) {
+      return [&, f, sm] {
+        return Binary::primitive_desc(Binary::desc(dnnl::algorithm::binary_mul, f, sm, f),
+                                      default_attr(), eng);
+      };
+    };
+    const auto mul = first_fast<Binary::primitive_desc>(
+        mul_with(full_md, small_own), mul_with(full_md, small_plain),
+        mul_with(plain_desc(full->dims()), small_plain));
+    const memory::desc out_md = mul.dst_desc();
+    full_ = Relayout::input(full->data, mul.src_desc(0));
+    small_ = Relayout::input(small->data, mul.src_desc(1));
+    ctx.define_top(top, out_md);
     forward_ = BoundPrimitive(Binary(mul), {{DNNL_ARG_SRC_0, full_.memory()},
                                             {DNNL_ARG_SRC_1, small_.memory()},
                                             {DNNL_ARG_DST, top->data},
                                             {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(mul)}});
-    describe_ = mul.impl_info_str();
+    describe_ = std::string(mul.impl_info_str()) + " " + layout_name(out_md);
     if (full->needs_grad) {
-      diff_full_ = Relayout::output(full_md, full->diff);
+      diff_full_ = Relayout::output(out_md, full->diff);
       backward_full_ = BoundPrimitive(Binary(mul), {{DNNL_ARG_SRC_0, top->diff},
                                                     {DNNL_ARG_SRC_1, small_.memory()},
                                                     {DNNL_ARG_DST, diff_full_.memory()},
@@ -62,40 +76,14 @@ class MulLayer : public Layer {
     }
     if (small->needs_grad) {
       const Binary::primitive_desc product(
-          Binary::desc(dnnl::algorithm::binary_mul, full_md, full_md, full_md), default_attr(),
-          eng);
-      product_ = memory(full_md, eng);
+          Binary::desc(dnnl::algorithm::binary_mul, out_md, out_md, out_md), default_attr(), eng);
+      product_ = memory(out_md, eng);
       backward_product_ =
           BoundPrimitive(Binary(product), {{DNNL_ARG_SRC_0, top->diff},
                                            {DNNL_ARG_SRC_1, full_.memory()},
                                            {DNNL_ARG_DST, product_},
                                            {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(product)}});
-      diff_small_ = Relayout::output(small_md, small->diff);
-      const memory::dims f = full->dims(), sm = small->dims();
-      memory sum_src = product_;
-      memory::desc sum_src_md = full_md, sum_dst_md = small_md;
-      memory sum_dst = diff_small_.memory();
-      if (f.size() == 4 && sm[1] == 1 && f[1] > 1 && sm[2] == f[2] && sm[3] == f[3]) {
-        // A sum over the channels: oneDNN 2.6's optimized reductions sum
-        // innermost dimensions only, so the product goes channels-last and
-        // is summed as an N x H x W x C tensor (N x H x W x 1 is the
-        // N x 1 x H x W gradient's bytes).
-        using tag = memory::format_tag;
-        product_last_ = memory(memory::desc(f, memory::data_type::f32, tag::nhwc), eng);
-        to_last_ = make_reorder(product_, product_last_);
-        sum_src_md = memory::desc({f[0], f[2], f[3], f[1]}, memory::data_type::f32, tag::abcd);
-        sum_dst_md = memory::desc({f[0], f[2], f[3], 1}, memory::data_type::f32, tag::abcd);
-        sum_src = ctx.view(product_last_, sum_src_md);
-        sum_dst = ctx.view(diff_small_.memory(), sum_dst_md);
-      }
-      const dnnl::reduction::primitive_desc sum(
-          dnnl::reduction::desc(dnnl::algorithm::reduction_sum, sum_src_md, sum_dst_md, 0.f, 0.f),
-          default_attr(), eng);
-      backward_sum_ =
-          BoundPrimitive(dnnl::reduction(sum), {{DNNL_ARG_SRC, sum_src},
-                                                {DNNL_ARG_DST, sum_dst},
-                                                {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(sum)}});
-      describe_ += " bwd sum " + std::string(sum.impl_info_str());
+      setup_small_gradient(full->dims(), small, ctx);
     }
   }
 
@@ -112,8 +100,15 @@ class MulLayer : public Layer {
     }
     if (backward_product_) {
       backward_product_.run();
-      if (to_last_) to_last_.run();
-      backward_sum_.run();
+      if (move_product_) move_product_.run();
+      if (backward_sum_) {
+        backward_sum_.run();
+      } else {
+        cpu_stream().wait();
+        const memory& product = move_product_ ? product_moved_ : product_;
+        sum_over_channels(channel_sum_, static_cast<const float*>(product.get_data_handle()),
+                          static_cast<float*>(diff_small_.memory().get_data_handle()), 1.f);
+      }
       diff_small_.run();
     }
   }
@@ -122,9 +117,53 @@ class MulLayer : public Layer {
   bool backward_reads_top() const override { return false; }
 
  private:
+  // d small: product_ (dy * full) summed over the broadcast axes.
+  void setup_small_gradient(const memory::dims& f, Blob* small, SetupContext& ctx) {
+    auto& eng = cpu_engine();
+    const memory::dims sm = small->dims();
+    if (f.size() == 4 && sm[1] == 1 && f[1] > 1 && sm[2] == f[2] && sm[3] == f[3]) {
+      // A sum over the channels: a loop (channel_blocks.h), on the product
+      // in its own layout when the loop reads that one.
+      const memory::desc loop = channel_loop_layout(product_.get_desc());
+      if (loop != product_.get_desc()) {
+        product_moved_ = memory(loop, eng);
+        move_product_ = make_reorder(product_, product_moved_);
+      }
+      channel_sum_ = channel_blocks(loop);
+      diff_small_ = Relayout::output(plain_desc(sm), small->diff);
+      describe_ += " bwd sum loop over " + layout_name(loop);
+      return;
+    }
+    // Other broadcasts (a channel gate's N x C x 1 x 1) reduce the product
+    // in its own layout where that has a fast kernel, else in plain.
+    using Reduction = dnnl::reduction;
+    auto sum_of = [&](const memory::desc& src, const memory::desc& dst) {
+      return [&, src, dst] {
+        return Reduction::primitive_desc(
+            Reduction::desc(dnnl::algorithm::reduction_sum, src, dst, 0.f, 0.f), default_attr(),
+            eng);
+      };
+    };
+    const auto sum = first_fast<Reduction::primitive_desc>(
+        sum_of(product_.get_desc(), layout_like(product_.get_desc(), sm)),
+        sum_of(plain_desc(f), plain_desc(sm)));
+    memory sum_src = product_;
+    if (sum.src_desc() != product_.get_desc()) {
+      product_moved_ = memory(sum.src_desc(), eng);
+      move_product_ = make_reorder(product_, product_moved_);
+      sum_src = product_moved_;
+    }
+    diff_small_ = Relayout::output(sum.dst_desc(), small->diff);
+    backward_sum_ = BoundPrimitive(Reduction(sum), {{DNNL_ARG_SRC, sum_src},
+                                                    {DNNL_ARG_DST, diff_small_.memory()},
+                                                    {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(sum)}});
+    describe_ += " bwd sum " + std::string(sum.impl_info_str());
+  }
+
   Relayout full_, small_, diff_full_, diff_small_;
-  memory product_, product_last_;
-  BoundPrimitive forward_, backward_full_, backward_product_, to_last_, backward_sum_;
+  memory product_, product_moved_;
+  ChannelBlocks channel_sum_;  // the channel sum's loop, when it runs one
+  BoundPrimitive forward_, backward_full_, backward_product_, move_product_, backward_sum_;
   std::string describe_;
 };
 

@@ -52,8 +52,9 @@ class ReductionTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(ReductionTest, ForwardMatchesReferenceAndGradientsMatchFiniteDifferences) {
   const std::string type = GetParam();
-  // 16 channels: the input reaches the layer in a blocked layout.
-  for (const dims& input : {dims{2, 3, 4, 5}, dims{2, 16, 3, 3}}) {
+  // 16 and 20 channels: the input reaches the layer in a blocked layout
+  // (20: its last block padded).
+  for (const dims& input : {dims{2, 3, 4, 5}, dims{2, 16, 3, 3}, dims{2, 20, 3, 3}}) {
     Harness h("layer { name: 'r' type: '" + type + "' }", input);
     h.loss();
     const bool over_channels = type.rfind("Channel", 0) == 0;
@@ -71,29 +72,34 @@ INSTANTIATE_TEST_SUITE_P(Types, ReductionTest,
 
 TEST(Mul, BroadcastsEitherBottomAndGivesBothTheirGradients) {
   // Channel weights (N x C x 1 x 1) and a spatial map (N x 1 x H x W),
-  // each as the first and as the second bottom.
-  for (const char* small : {"GlobalAvgPool", "ChannelMax"}) {
-    for (bool small_first : {false, true}) {
-      const std::string order =
-          small_first ? "bottom: 's' bottom: 'pre'" : "bottom: 'pre' bottom: 's'";
-      Harness h("layer { name: 's' type: '" + std::string(small) +
-                    "' bottom: 'pre' }\nlayer { name: 'm' type: 'Mul' " + order + " }",
-                {2, 3, 4, 4});
-      h.loss();
-      const std::vector<float> x = h.data("pre"), s = h.data("s"), y = h.data("m");
-      const dims sd = h.dims("s");
-      std::vector<float> want(x.size());
-      for (int64_t n = 0; n < 2; ++n)
-        for (int64_t c = 0; c < 3; ++c)
-          for (int64_t p = 0; p < 16; ++p) {
-            const int64_t at = (n * 3 + c) * 16 + p;
-            const int64_t sat = sd[1] == 1 ? n * 16 + p : n * 3 + c;
-            want[static_cast<size_t>(at)] =
-                x[static_cast<size_t>(at)] * s[static_cast<size_t>(sat)];
-          }
-      EXPECT_EQ(h.dims("m"), (dims{2, 3, 4, 4}));
-      expect_near_all(y, want, 1e-5, std::string(small) + (small_first ? " first" : " second"));
-      expect_gradients_match(h);
+  // each as the first and as the second bottom; 20 channels arrive
+  // channel-blocked (the last block padded).
+  for (const int64_t channels : {3, 20}) {
+    for (const char* small : {"GlobalAvgPool", "ChannelMax"}) {
+      for (bool small_first : {false, true}) {
+        const std::string order =
+            small_first ? "bottom: 's' bottom: 'pre'" : "bottom: 'pre' bottom: 's'";
+        Harness h("layer { name: 's' type: '" + std::string(small) +
+                      "' bottom: 'pre' }\nlayer { name: 'm' type: 'Mul' " + order + " }",
+                  {2, channels, 4, 4});
+        h.loss();
+        const std::vector<float> x = h.data("pre"), s = h.data("s"), y = h.data("m");
+        const dims sd = h.dims("s");
+        std::vector<float> want(x.size());
+        for (int64_t n = 0; n < 2; ++n)
+          for (int64_t c = 0; c < channels; ++c)
+            for (int64_t p = 0; p < 16; ++p) {
+              const int64_t at = (n * channels + c) * 16 + p;
+              const int64_t sat = sd[1] == 1 ? n * 16 + p : n * channels + c;
+              want[static_cast<size_t>(at)] =
+                  x[static_cast<size_t>(at)] * s[static_cast<size_t>(sat)];
+            }
+        const std::string what = std::string(small) + (small_first ? " first, " : " second, ") +
+                                 std::to_string(channels) + " channels";
+        EXPECT_EQ(h.dims("m"), (dims{2, channels, 4, 4})) << what;
+        expect_near_all(y, want, 1e-5, what);
+        expect_gradients_match(h);
+      }
     }
   }
 }
