@@ -82,8 +82,8 @@ int allreduce(const Communicator& comm, double seconds, int64_t max_bytes, doubl
       reducer.finish();
     });
     auto gbps = [&](double s) { return static_cast<double>(bytes) / s * bus / 1e9; };
-    table.add({size_text(bytes), std::to_string(p), fixed(raw_s * 1e3, 3), fixed(gbps(raw_s), 2),
-               fixed(reducer_s * 1e3, 3), fixed(gbps(reducer_s), 2), fixed(raw_s / reducer_s, 3)});
+    table.add({size_text(bytes), std::to_string(p), fixed(raw_s * 1e3, 3), fixed(gbps(raw_s), 3),
+               fixed(reducer_s * 1e3, 3), fixed(gbps(reducer_s), 3), fixed(raw_s / reducer_s, 3)});
   }
   if (comm.rank() == 0) table.emit(out);
   return 0;

@@ -3,7 +3,9 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
 
@@ -68,13 +70,22 @@ std::string Table::csv() const {
   return out;
 }
 
+namespace {
+// A plotted cell's value; a cell that is not a number ("n/a") gets no bar.
+double bar_value(const std::string& cell) {
+  char* end = nullptr;
+  const double v = std::strtod(cell.c_str(), &end);
+  return end != cell.c_str() && std::isfinite(v) ? v : 0;
+}
+}  // namespace
+
 std::string Table::svg() const {
   int value_column = -1;
   for (int i = 0; i < table_.columns_size(); ++i)
     if (table_.columns(i) == table_.plotted()) value_column = i;
   if (value_column < 0) throw std::logic_error("bench table: no column " + table_.plotted());
   double top = 0;
-  for (const BenchRow& r : table_.row()) top = std::max(top, std::stod(r.cell(value_column)));
+  for (const BenchRow& r : table_.row()) top = std::max(top, bar_value(r.cell(value_column)));
   constexpr int kBar = 22, kLabel = 260, kWidth = 760, kChart = kWidth - kLabel - 90;
   const int height = 50 + kBar * table_.row_size() + 20;
   std::string out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + std::to_string(kWidth) +
@@ -88,7 +99,7 @@ std::string Table::svg() const {
     std::string label;
     for (int c = 0; c < r.cell_size(); ++c)
       if (c != value_column) label += (label.empty() ? "" : " ") + r.cell(c);
-    const double v = std::stod(r.cell(value_column));
+    const double v = bar_value(r.cell(value_column));
     const int y = 50 + kBar * i;
     const int w = top > 0 ? static_cast<int>(kChart * v / top) : 0;
     out += "<text x=\"10\" y=\"" + std::to_string(y + 15) + "\">" + label + "</text>\n";

@@ -134,6 +134,14 @@ class Layer {
   // it reads neither, their bytes serve other blobs once forward is past.
   virtual bool backward_reads_bottoms() const { return true; }
   virtual bool backward_reads_top() const { return true; }
+  // Multiply-adds of convolutions and inner products (the work FLOP/s
+  // figures count) for the whole batch: one forward, and one backward
+  // (backward-weights, plus backward-data where the bottom needs it).
+  struct Work {
+    int64_t forward = 0;
+    int64_t backward = 0;
+  };
+  virtual Work work() const { return {}; }
 
   const std::vector<Param*>& params() const { return params_; }
   const std::vector<std::string>& bottom_names() const { return bottom_names_; }

@@ -327,6 +327,16 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
   store_.allocate(seed);
 }
 
+Layer::Work Net::work() const {
+  Layer::Work total;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer::Work w = layers_[i]->work();
+    total.forward += w.forward;
+    if (runs_backward_[i]) total.backward += w.backward;
+  }
+  return total;
+}
+
 void Net::set_input(const float* images, const int32_t* labels, int64_t valid) {
   blobs_.at("data")->data.set_data_handle(const_cast<float*>(images));
   blobs_.at("label")->data.set_data_handle(const_cast<int32_t*>(labels));

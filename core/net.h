@@ -67,6 +67,8 @@ class Net {
   // One line per layer: type, top shape and layout, primitive choices.
   std::string summary() const;
   size_t arena_bytes() const { return arena_.size() * sizeof(float); }
+  // The multiply-adds of one forward and one backward over the batch.
+  Layer::Work work() const;
 
  private:
   // Refuses (UserError naming the hungriest layer and the bytes) a net

@@ -1,6 +1,7 @@
 #include "core/primitive.h"
 
 #include <cassert>
+#include <chrono>
 #include <string>
 
 #include "core/engine.h"
@@ -17,9 +18,17 @@ BoundPrimitive::BoundPrimitive(dnnl::primitive primitive,
   }
 }
 
+namespace {
+thread_local double primitive_time = 0;
+}  // namespace
+
+double primitive_seconds() { return primitive_time; }
+
 void BoundPrimitive::run() const {
+  const auto start = std::chrono::steady_clock::now();
   dnnl_status_t status = dnnl_primitive_execute(primitive_.get(), cpu_stream().get(),
                                                 static_cast<int>(args_.size()), args_.data());
+  primitive_time += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (status != dnnl_success) {
     throw dnnl::error(status, "could not execute a primitive");
   }

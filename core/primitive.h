@@ -14,6 +14,11 @@
 
 namespace dptrain {
 
+// Seconds this thread has spent in run() (oneDNN primitives, reorders
+// included) since it started: what a step spends in oneDNN, against the
+// framework's own time around it.
+double primitive_seconds();
+
 class BoundPrimitive {
  public:
   BoundPrimitive() = default;

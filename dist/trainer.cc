@@ -4,6 +4,8 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -511,6 +513,10 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
   // Correct predictions, or (embeddings) the steps' active triplet fractions.
   double window_hits = 0;
   int64_t window_steps = 0, window_skipped = 0;
+  // Where the window's steps spent their time (StepTime's fields, summed).
+  enum Phase { kStep, kData, kForward, kBackward, kAllreduce, kOptimizer, kPrimitives, kPhases };
+  std::array<double, kPhases> window_phase{};
+  const Layer::Work work = net.work();
   double last_accuracy = 0;
   int64_t& step = s.step;
   // A run resumed at an epoch's end has already evaluated it.
@@ -582,6 +588,8 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
     s.train_loader->start(epoch, std::move(indices), true);
     evaluated_last = false;
     for (int64_t i = first; i < steps_per_epoch && step < s.total_steps; ++i) {
+      const Clock::time_point step_start = Clock::now();
+      const double primitives_before = primitive_seconds();
       s.timeline.set_step(step);
       for (RunHook* hook : s.hooks) hook->before_step(step);
       unsigned agreed = kNoRequest;
@@ -595,7 +603,9 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
         const Batch* batch = nullptr;
         {
           StepSpan wait(&s.timeline, "data", "wait for batch");
+          const Clock::time_point t0 = Clock::now();
           batch = s.train_loader->next();
+          window_phase[kData] += seconds_since(t0);
         }
         window_skipped += batch->skipped;
         const Clock::time_point t0 = Clock::now();
@@ -603,16 +613,23 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
         net.state().step = step;
         net.state().sample_offset = s.comm.rank() * local_batch + micro * micro_batch;
         net.forward(true);
+        const Clock::time_point t1 = Clock::now();
         const bool last = micro + 1 == accumulate;
         net.backward(last ? &on_grads : nullptr);
         if (!last) s.reducer->accumulate();
-        compute += seconds_since(t0);
+        const double backward = seconds_since(t1);
+        const double forward = std::chrono::duration<double>(t1 - t0).count();
+        window_phase[kForward] += forward;
+        window_phase[kBackward] += backward;
+        compute += forward + backward;
         loss += net.loss_layer().loss() / static_cast<float>(accumulate);
         hits += embedding ? net.loss_layer().active_fraction()
                           : static_cast<double>(net.loss_layer().correct());
       }
       const Clock::time_point t0 = Clock::now();
       s.reducer->finish();
+      const Clock::time_point t1 = Clock::now();
+      window_phase[kPrimitives] += primitive_seconds() - primitives_before;
       {
         StepSpan update(&s.timeline, "optimizer", "step");
         if (solver.clip_grad_norm() > 0)
@@ -620,6 +637,8 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
         s.optimizer->step(params.values(), params.grads(), lr);
       }
       s.timeline.end_step();
+      window_phase[kAllreduce] += std::chrono::duration<double>(t1 - t0).count();
+      window_phase[kOptimizer] += seconds_since(t1);
       window_compute += compute + seconds_since(t0);
       ++step;
       s.comm.wait(agreement, "the step's checkpoint agreement");
@@ -633,13 +652,15 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
       ++window_steps;
       for (RunHook* hook : s.hooks)
         hook->after_step({epoch + 1, step, i + 1, s.total_steps, lr, loss, wall()});
+      window_phase[kStep] += seconds_since(step_start);
 
       const bool epoch_end = i + 1 == steps_per_epoch;
       if (step % rt.log_every_steps() == 0 || step == s.total_steps || epoch_end) {
         // Loss and accuracy over all ranks; the step takes as long as the
         // slowest rank's compute.
-        double sums[3] = {window_loss, window_hits, static_cast<double>(window_skipped)};
-        s.comm.allreduce_sum(sums, 3);
+        double sums[3 + kPhases] = {window_loss, window_hits, static_cast<double>(window_skipped)};
+        std::copy(window_phase.begin(), window_phase.end(), sums + 3);
+        s.comm.allreduce_sum(sums, 3 + kPhases);
         double timing[2] = {window_compute, s.reducer->take_wait_seconds()};
         s.comm.allreduce_max(timing, 2);
         const double images = static_cast<double>(window_steps * global_batch);
@@ -659,7 +680,19 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
         r.set_images_per_sec(images / timing[0]);
         r.set_allreduce_wait_fraction(timing[1] / timing[0]);
         r.set_wall_time(wall());
+        const double per_step = 1e3 / static_cast<double>(s.comm.size() * window_steps);
+        StepTime& t = *r.mutable_step_time();
+        t.set_step_ms(sums[3 + kStep] * per_step);
+        t.set_data_wait_ms(sums[3 + kData] * per_step);
+        t.set_forward_ms(sums[3 + kForward] * per_step);
+        t.set_backward_ms(sums[3 + kBackward] * per_step);
+        t.set_allreduce_wait_ms(sums[3 + kAllreduce] * per_step);
+        t.set_optimizer_ms(sums[3 + kOptimizer] * per_step);
+        t.set_primitives_ms(sums[3 + kPrimitives] * per_step);
+        t.set_gflop(2e-9 * static_cast<double>(accumulate * (work.forward + work.backward)));
+        t.set_gradient_floats(static_cast<int32_t>(params.size()));
         emit(r);
+        window_phase.fill(0);
         window_compute = window_loss = 0;
         window_hits = 0;
         window_steps = window_skipped = 0;

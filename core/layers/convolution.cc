@@ -108,7 +108,7 @@ class ConvolutionLayer : public WeightedLayer {
     }
     const ParamInit init{ParamInit::Kind::kRandom, p.weight_init(), ic / g * k * k, oc / g * k * k};
     bind(bottom, top, ctx, {fwd, bww, bwd}, {wdims, dt::f32, g > 1 ? tag::goihw : tag::oihw},
-         {oc, ic / g, k, k}, init, p.bias());
+         {oc, ic / g, k, k}, init, p.bias(), n * oh * ow * oc * (ic / g) * k * k);
   }
 };
 

@@ -92,7 +92,7 @@ class DeconvolutionLayer : public WeightedLayer {
     }
     const ParamInit init{ParamInit::Kind::kRandom, p.weight_init(), ic / g * k * k, oc / g * k * k};
     bind(bottom, top, ctx, {fwd, bww, bwd}, {wdims, dt::f32, g > 1 ? tag::giohw : tag::iohw},
-         {ic, oc / g, k, k}, init, p.bias());
+         {ic, oc / g, k, k}, init, p.bias(), n * ih * iw * ic * (oc / g) * k * k);
   }
 };
 

@@ -79,7 +79,7 @@ class InnerProductLayer : public WeightedLayer {
     }
     const ParamInit init{ParamInit::Kind::kRandom, p.weight_init(), inputs, oc};
     bind(bottom, top, ctx, {fwd, bww, bwd}, {wdims, dt::f32, in.size() == 4 ? tag::oihw : tag::oi},
-         {oc, inputs}, init, p.bias());
+         {oc, inputs}, init, p.bias(), in[0] * inputs * oc);
   }
 };
 

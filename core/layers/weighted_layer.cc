@@ -25,7 +25,8 @@ dnnl::primitive_attr WeightedLayer::forward_attr() const {
 
 void WeightedLayer::bind(Blob& bottom, Blob* top, SetupContext& ctx, const Primitives& pds,
                          const memory::desc& weights_plain, const memory::dims& export_dims,
-                         const ParamInit& init, bool bias) {
+                         const ParamInit& init, bool bias, int64_t multiply_adds) {
+  multiply_adds_ = multiply_adds;
   const auto& fwd = pds.forward;
   // The master weights are f32 in the forward's layout; with bf16
   // activations the primitives read a bf16 copy, refreshed each forward.

@@ -23,6 +23,7 @@ class WeightedLayer : public Layer {
   std::string describe() const override { return describe_; }
   // The fused activation's gradient is taken from the output.
   bool backward_reads_top() const override { return activation_.has_value(); }
+  Work work() const override { return {multiply_adds_, multiply_adds_ * (backward_data_ ? 2 : 1)}; }
 
  protected:
   // Forward attributes: the shared scratchpad and the fused activation.
@@ -37,10 +38,10 @@ class WeightedLayer : public Layer {
     dnnl::primitive_desc backward_data;  // empty when the bottom needs no gradient
   };
   // weights_plain: the user-facing layout; export_dims: the shape written to
-  // weight files.
+  // weight files; multiply_adds: of one forward over the batch.
   void bind(Blob& bottom, Blob* top, SetupContext& ctx, const Primitives& pds,
             const dnnl::memory::desc& weights_plain, const dnnl::memory::dims& export_dims,
-            const ParamInit& init, bool bias);
+            const ParamInit& init, bool bias, int64_t multiply_adds);
 
   std::optional<Activation> activation_;
 
@@ -51,6 +52,7 @@ class WeightedLayer : public Layer {
       diff_src_;
   BoundPrimitive forward_, activation_backward_, backward_weights_, backward_data_;
   std::string describe_;
+  int64_t multiply_adds_ = 0;
 };
 
 }  // namespace dptrain

@@ -69,11 +69,99 @@ TEST(DptrainBench, AllreduceComparesTheReducerWithRawMpi) {
   EXPECT_EQ(t.row(4).cell(0), "1 MB");
   for (const BenchRow& row : t.row()) {
     EXPECT_EQ(row.cell(1), "2");
-    EXPECT_GT(std::stod(row.cell(3)), 0);
-    EXPECT_GT(std::stod(row.cell(5)), 0);
+    EXPECT_GT(std::stod(row.cell(2)), 0);  // raw ms
+    EXPECT_GT(std::stod(row.cell(4)), 0);  // reducer ms
   }
   // One table, from rank 0 only.
   EXPECT_EQ(r.output.find("allreduce on"), r.output.rfind("allreduce on"));
+}
+
+// LeNet-5: runs of a few steps (seconds each).
+const std::string kLenet = std::string(DPTRAIN_SOURCE_DIR) + "/configs/lenet5_fmnist.textproto";
+
+double cell(const BenchTable& t, int row, const std::string& column) {
+  for (int c = 0; c < t.columns_size(); ++c) {
+    if (t.columns(c) == column) return std::stod(t.row(row).cell(c));
+  }
+  ADD_FAILURE() << "no column " << column;
+  return 0;
+}
+
+TEST(DptrainBench, ThroughputTimesTrainingRunsPerRankCount) {
+  if (kBench.empty()) GTEST_SKIP() << "benchmarks not built (DPTRAIN_BUILD_BENCHMARKS=OFF)";
+  TempDir dir;
+  const auto r =
+      run_command(kMpiAsRoot + kBench + " throughput " + kLenet +
+                  " --ranks 1,2 --threads 1 --steps 8 --batch 16 --out " + (dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const BenchTable t = read_table(dir / "out/throughput.json");
+  ASSERT_EQ(t.row_size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(t.row(i).cell(0), "lenet5_fmnist");
+    EXPECT_EQ(t.row(i).cell(2), std::to_string(i + 1));
+    EXPECT_GT(cell(t, i, "train img/s"), 0);
+    EXPECT_GT(cell(t, i, "infer img/s"), 0);
+    EXPECT_GT(cell(t, i, "of peak"), 0);
+    EXPECT_LT(cell(t, i, "of peak"), 1);
+  }
+}
+
+TEST(DptrainBench, ScalingReportsEachSetupWithTheModelBesideIt) {
+  if (kBench.empty()) GTEST_SKIP() << "benchmarks not built (DPTRAIN_BUILD_BENCHMARKS=OFF)";
+  TempDir dir;
+  const auto r =
+      run_command(kMpiAsRoot + kBench + " scaling " + kLenet +
+                  " --ranks 2 --batch 16 --steps 8 --rounds 1 --predict --out " + (dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const BenchTable t = read_table(dir / "out/scaling.json");
+  ASSERT_EQ(t.row_size(), 5);  // 1 rank, 2 independent, weak shm, weak tcp, strong shm
+  EXPECT_EQ(t.row(0).cell(0), "1 rank");
+  EXPECT_EQ(t.row(3).cell(0), "weak, 2 ranks, loopback TCP");
+  for (int i = 0; i < t.row_size(); ++i) {
+    EXPECT_GT(cell(t, i, "img/s"), 0) << t.row(i).cell(0);
+    EXPECT_GT(cell(t, i, "predicted ms"), 0) << t.row(i).cell(0);
+    // The breakdown's parts fit in the step.
+    double parts = 0;
+    for (const char* c :
+         {"data ms", "forward ms", "backward ms", "allreduce wait ms", "optimizer ms"})
+      parts += cell(t, i, c);
+    EXPECT_LE(parts, cell(t, i, "step ms") * 1.001) << t.row(i).cell(0);
+  }
+  EXPECT_EQ(cell(t, 0, "allreduce wait ms"), 0);
+  const BenchTable model = read_table(dir / "out/scaling_model.json");
+  ASSERT_EQ(model.row_size(), 12);  // 3 links x 2, 8, 64, 512 nodes
+  // More nodes: a longer allreduce over the same link.
+  EXPECT_LT(cell(model, 8, "allreduce ms"), cell(model, 11, "allreduce ms"));
+}
+
+TEST(DptrainBench, TtaIsTheWallTimeOfTheFirstEvaluationAtTheTarget) {
+  if (kBench.empty()) GTEST_SKIP() << "benchmarks not built (DPTRAIN_BUILD_BENCHMARKS=OFF)";
+  TempDir dir;
+  const std::string sets =
+      " --set data.train_limit=2048 --set data.test_limit=500 --set solver.epochs=3";
+  auto r = run_command(kMpiAsRoot + kBench + " tta " + kLenet + " --target 0.5 --ranks 2" + sets +
+                       " --out " + (dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const BenchTable t = read_table(dir / "out/tta.json");
+  ASSERT_EQ(t.row_size(), 1);
+  EXPECT_GT(cell(t, 0, "seconds to target"), 0);
+  EXPECT_LE(cell(t, 0, "seconds to target"), cell(t, 0, "run seconds"));
+  EXPECT_GE(cell(t, 0, "final accuracy"), 0.5);
+  // A target the run cannot reach: said so, exit 1.
+  r = run_command(kMpiAsRoot + kBench + " tta " + kLenet + " --target 1.0 --ranks 1" + sets +
+                  " --set solver.epochs=1 --out " + (dir / "out"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("not reached"));
+}
+
+TEST(DptrainBench, AFailingRunNamesItsLog) {
+  if (kBench.empty()) GTEST_SKIP() << "benchmarks not built (DPTRAIN_BUILD_BENCHMARKS=OFF)";
+  TempDir dir;
+  const auto r = run_command(kMpiAsRoot + kBench + " tta " + kLenet +
+                             " --set solver.base_lr=-1 --out " + (dir / "out"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("failed"));
+  EXPECT_THAT(r.output, HasSubstr(".log"));
 }
 
 TEST(DptrainBench, BadFlagsAreOneLineErrors) {

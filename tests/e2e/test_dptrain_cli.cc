@@ -46,8 +46,9 @@ TEST_F(DptrainRealData, LenetLearnsFashionMnistSubsetAndWritesRunFolder) {
     if (line.find("\"kind\":\"eval\"") != std::string::npos) last_eval = line;
     if (line.find("\"kind\":\"train\"") != std::string::npos) {
       saw_train = true;
-      for (const char* key :
-           {"\"epoch\"", "\"step\"", "\"train_loss\"", "\"images_per_sec\"", "\"wall_time\""}) {
+      for (const char* key : {"\"epoch\"", "\"step\"", "\"train_loss\"", "\"images_per_sec\"",
+                              "\"wall_time\"", "\"step_time\"", "\"forward_ms\"",
+                              "\"primitives_ms\"", "\"gflop\"", "\"gradient_floats\""}) {
         EXPECT_THAT(line, HasSubstr(key));
       }
     }

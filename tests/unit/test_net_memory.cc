@@ -15,28 +15,58 @@
 namespace dptrain {
 namespace {
 
+using dnnl::memory;
 using layer_test::distinct_values;
 using layer_test::param_grad;
 using layer_test::parse_net;
-using dnnl::memory;
 
 constexpr const char* kBranchy = R"pb(
-  layer { name: "conv1" type: "Convolution" convolution { num_output: 8 kernel_size: 3 pad: 1 } }
+  layer {
+    name: "conv1"
+    type: "Convolution"
+    convolution { num_output: 8 kernel_size: 3 pad: 1 }
+  }
   layer { name: "bn1" type: "BatchNorm" }
   layer { name: "relu1" type: "ReLU" }
-  layer { name: "a" type: "Convolution" bottom: "relu1" convolution { num_output: 8 kernel_size: 3 pad: 1 } }
-  layer { name: "b" type: "Convolution" bottom: "relu1" convolution { num_output: 8 kernel_size: 1 } }
+  layer {
+    name: "a"
+    type: "Convolution"
+    bottom: "relu1"
+    convolution { num_output: 8 kernel_size: 3 pad: 1 }
+  }
+  layer {
+    name: "b"
+    type: "Convolution"
+    bottom: "relu1"
+    convolution { num_output: 8 kernel_size: 1 }
+  }
   layer { name: "sum" type: "Add" bottom: "a" bottom: "b" bottom: "relu1" }
   layer { name: "act" type: "Sigmoid" }
   layer { name: "cat" type: "Concat" bottom: "act" bottom: "b" }
   layer { name: "bn2" type: "BatchNorm" }
-  layer { name: "pool" type: "MaxPool" pooling { kernel_size: 2 } }
+  layer {
+    name: "pool"
+    type: "MaxPool"
+    pooling { kernel_size: 2 }
+  }
   layer { name: "tanh" type: "Tanh" }
-  layer { name: "avg" type: "AvgPool" pooling { kernel_size: 2 } }
+  layer {
+    name: "avg"
+    type: "AvgPool"
+    pooling { kernel_size: 2 }
+  }
   layer { name: "drop" type: "Dropout" }
-  layer { name: "fc1" type: "InnerProduct" inner_product { num_output: 16 } }
+  layer {
+    name: "fc1"
+    type: "InnerProduct"
+    inner_product { num_output: 16 }
+  }
   layer { name: "relu2" type: "ReLU" }
-  layer { name: "fc2" type: "InnerProduct" inner_product { num_output: 5 } }
+  layer {
+    name: "fc2"
+    type: "InnerProduct"
+    inner_product { num_output: 5 }
+  }
   layer { name: "loss" type: "SoftmaxCrossEntropy" }
 )pb";
 
@@ -98,11 +128,23 @@ TEST(NetMemoryTest, ChainNeedsLittleMoreThanItsValuesForBackward) {
   // (the pooling keeps its workspace), so its bytes serve the gradients; and
   // BN's input gradient overwrites its output gradient.
   const NetSpec spec = parse_net(R"pb(
-    layer { name: "conv" type: "Convolution" convolution { num_output: 16 kernel_size: 3 pad: 1 } }
+    layer {
+      name: "conv"
+      type: "Convolution"
+      convolution { num_output: 16 kernel_size: 3 pad: 1 }
+    }
     layer { name: "bn" type: "BatchNorm" }
     layer { name: "relu" type: "ReLU" }
-    layer { name: "pool" type: "MaxPool" pooling { kernel_size: 2 } }
-    layer { name: "fc" type: "InnerProduct" inner_product { num_output: 4 } }
+    layer {
+      name: "pool"
+      type: "MaxPool"
+      pooling { kernel_size: 2 }
+    }
+    layer {
+      name: "fc"
+      type: "InnerProduct"
+      inner_product { num_output: 4 }
+    }
     layer { name: "loss" type: "SoftmaxCrossEntropy" }
   )pb");
   const memory::dims dims = {8, 1, 16, 16};
@@ -112,6 +154,49 @@ TEST(NetMemoryTest, ChainNeedsLittleMoreThanItsValuesForBackward) {
   // pooled map's gradient, and one full map for the BN output in forward
   // and the shared gradient of BN in backward; 4.5 maps without reuse.
   EXPECT_LE(net.arena_bytes(), 2 * map + 2 * (map / 4) + 16 * 1024) << net.summary();
+}
+
+// The work FLOP/s figures count: multiply-adds of convolutions (grouped,
+// strided), transposed convolutions and inner products, forward and
+// backward; the first layer, whose bottom is the data, has no
+// backward-data.
+TEST(NetWork, CountsTheMultiplyAddsOfEveryConvolutionAndInnerProduct) {
+  const NetSpec spec = parse_net(R"pb(
+    layer {
+      name: "c1"
+      type: "Convolution"
+      convolution { num_output: 4 kernel_size: 3 pad: 1 }
+    }
+    layer {
+      name: "c2"
+      type: "Convolution"
+      convolution { num_output: 8 kernel_size: 3 stride: 2 pad: 1 group: 2 }
+    }
+    layer {
+      name: "up"
+      type: "Deconvolution"
+      convolution { num_output: 2 kernel_size: 2 stride: 2 }
+    }
+    layer {
+      name: "pool"
+      type: "MaxPool"
+      pooling { kernel_size: 2 }
+    }
+    layer {
+      name: "fc"
+      type: "InnerProduct"
+      inner_product { num_output: 10 }
+    }
+    layer { name: "loss" type: "SoftmaxCrossEntropy" }
+  )pb");
+  const Net net(spec, {2, 1, 8, 8}, 1);
+  const int64_t c1 = 2 * 8 * 8 * 4 * 1 * 9;  // N x OH x OW x OC x IC x K x K
+  const int64_t c2 = 2 * 4 * 4 * 8 * 2 * 9;  // IC per group: 2
+  const int64_t up = 2 * 4 * 4 * 8 * 2 * 4;  // N x IH x IW x IC x OC x K x K
+  const int64_t fc = 2 * (2 * 4 * 4) * 10;   // N x inputs x outputs
+  const Layer::Work w = net.work();
+  EXPECT_EQ(w.forward, c1 + c2 + up + fc);
+  EXPECT_EQ(w.backward, c1 + 2 * (c2 + up + fc));
 }
 
 }  // namespace
