@@ -52,25 +52,27 @@ Evaluation finish_evaluation(const Communicator& comm, const EvalSetting& settin
   e.kind = kind;
   if (kind == LossLayer::Kind::kReconstruction) {
     // Each sample's squared error per channel, in pixel units, summed.
-    double sums[2] = {shard.loss_sum, 0};
+    double sums[4] = {shard.loss_sum, 0, static_cast<double>(shard.labels.size()),
+                      static_cast<double>(shard.skipped)};
     const size_t width = static_cast<size_t>(shard.width);
     for (size_t i = 0; i < shard.scores.size(); ++i) {
       const size_t c = i % width;
       sums[1] += shard.scores[i] * (c < setting.pixel_scale.size() ? setting.pixel_scale[c] : 1.0);
     }
-    double count = static_cast<double>(shard.labels.size());
-    comm.allreduce_sum(sums, 2);
-    comm.allreduce_sum(&count, 1);
+    comm.allreduce_sum(sums, 4);
+    const double count = sums[2];
     e.loss = count > 0 ? sums[0] / count : 0;
     e.mse = count > 0 ? sums[1] / (count * static_cast<double>(width)) : 0;
+    e.skipped = static_cast<int64_t>(sums[3]);
     return e;
   }
   e.confusion = ConfusionMatrix(setting.classes);
   const std::vector<int32_t> labels = comm.allgather_concat(shard.labels);
   const auto n = static_cast<int64_t>(labels.size());
-  double loss_sum = shard.loss_sum;
-  comm.allreduce_sum(&loss_sum, 1);
-  e.loss = n > 0 ? loss_sum / static_cast<double>(n) : 0;
+  double totals[2] = {shard.loss_sum, static_cast<double>(shard.skipped)};
+  comm.allreduce_sum(totals, 2);
+  e.loss = n > 0 ? totals[0] / static_cast<double>(n) : 0;
+  e.skipped = static_cast<int64_t>(totals[1]);
   const int width = shard.width;
 
   if (kind == LossLayer::Kind::kEmbedding) {

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -298,22 +299,25 @@ void predict(const Args& a, const TrainSpec& spec, const Communicator& comm) {
                     ", not an embedding's (TripletLoss); dptrain predict writes its outputs");
   }
   trainer.load_weights(a.weights);
-  const EvalShard e = trainer.outputs(a.train_set);
-  const auto n = static_cast<int64_t>(e.labels.size());
-  std::string array;
-  std::string what = std::to_string(e.width) + " numbers";
+  std::string array, what;
+  std::vector<int32_t> labels;
   if (loss.kind() == LossLayer::Kind::kReconstruction) {
     if (a.train_set) throw UserError("predict --train-set: reconstructions are of the test set");
-    const Trainer::Reconstructions r = trainer.reconstruct(n);
-    array = npy_bytes(r.outputs, {n, r.channels, r.height, r.width});
+    Trainer::Reconstructions r = trainer.reconstruct(std::numeric_limits<int64_t>::max());
+    array = npy_bytes(r.outputs, {r.count, r.channels, r.height, r.width});
     what = "reconstructions";
+    labels = std::move(r.labels);
   } else {
-    array = npy_bytes(e.scores, {n, e.width});
+    EvalShard e = trainer.outputs(a.train_set);
+    array = npy_bytes(e.scores, {static_cast<int64_t>(e.labels.size()), e.width});
+    what = std::to_string(e.width) + " numbers";
     if (loss.kind() == LossLayer::Kind::kEmbedding) what = "embeddings of " + what;
+    labels = std::move(e.labels);
   }
+  const auto n = static_cast<int64_t>(labels.size());
   if (comm.rank() != 0) return;
   write_file_atomically(a.out, array);
-  write_file_atomically(labels_path(a.out), npy_bytes(e.labels, {n}));
+  write_file_atomically(labels_path(a.out), npy_bytes(labels, {n}));
   std::printf("dptrain: %lld samples' %s to %s, labels to %s\n", static_cast<long long>(n),
               what.c_str(), a.out.c_str(), labels_path(a.out).c_str());
 }

@@ -393,6 +393,7 @@ Trainer::Reconstructions Trainer::reconstruct(int64_t count) {
     cpu_stream().wait();
     r.inputs.insert(r.inputs.end(), batch->images, batch->images + batch->count * sample);
     r.outputs.insert(r.outputs.end(), plain.begin(), plain.begin() + batch->count * sample);
+    r.labels.insert(r.labels.end(), batch->labels, batch->labels + batch->count);
   }
   // Back to pixels: x * std + mean per channel (the output too, where it
   // was trained against the normalised input).
@@ -448,11 +449,6 @@ Evaluation Trainer::evaluate_on(BatchLoader& loader, int64_t samples, bool with_
     }
   }
   Evaluation e = finish_evaluation(s.comm, setting, shard, &gallery, with_ranking);
-  if (s.data.train.from_files) {
-    double skipped = static_cast<double>(shard.skipped);
-    s.comm.allreduce_sum(&skipped, 1);
-    e.skipped = static_cast<int64_t>(skipped);
-  }
   if (log_enabled(LogLevel::kDebug)) {
     char line[160];
     std::snprintf(line, sizeof line,

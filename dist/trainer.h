@@ -75,7 +75,10 @@ class Trainer {
     int64_t count = 0;
     int channels = 0, height = 0, width = 0;
     std::vector<float> inputs, outputs;
+    std::vector<int32_t> labels;
   };
+  // The first `count` test images (all of them if fewer) and their
+  // reconstructions, in pixels.
   Reconstructions reconstruct(int64_t count);
   Net& net();
   // data.class_names, or the dataset's own (CIFAR10); empty if neither.

@@ -1,13 +1,18 @@
 #!/usr/bin/python3
-"""PyTorch reference training throughput (images/s) on Fashion-MNIST shaped input.
+"""PyTorch reference training throughput (images/s), the peer of dptrain's figures.
 
 Measures forward + backward + optimizer step only (zero_grad included), with the
 data already resident in memory as tensors: a few thousand real Fashion-MNIST
 images are preloaded and normalised once, then cycled through batch by batch.
+The ImageNet-shape nets (torchvision's alexnet, vgg16, resnet18, resnet50, as
+configs/*_imagenet are) train on synthetic 224x224x3 batches of 1000 classes,
+as scaling studies use them. --bf16 runs under torch.autocast("cpu", bfloat16).
 
-Run with Debian's interpreter (it has python3-torch):
+Run with Debian's interpreter (it has python3-torch and python3-torchvision):
     /usr/bin/python3 benchmarks/pytorch/train_throughput.py --model both --threads 2
     /usr/bin/python3 benchmarks/pytorch/train_throughput.py --model convbn --threads 1 --json
+    /usr/bin/python3 benchmarks/pytorch/train_throughput.py --model resnet50 --batch 32 \
+        --channels-last --warmup-steps 3 --steps 10
 """
 import argparse
 import gzip
@@ -65,6 +70,17 @@ def mobilenet():
 
 
 MODELS = {"lenet5": lenet5, "convbn": convbn, "mobilenet": mobilenet}
+IMAGENET_MODELS = ["alexnet", "vgg16", "resnet18", "resnet50"]
+
+
+def imagenet_model(name):
+    import torchvision
+    return getattr(torchvision.models, name)(num_classes=1000)
+
+
+def synthetic_imagenet(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 224, 224, generator=g), torch.randint(0, 1000, (n,), generator=g)
 
 
 # Same models with every fully-connected layer written as the mathematically
@@ -97,6 +113,8 @@ MODELS_FC_AS_CONV = {"lenet5": lenet5_fc_as_conv, "convbn": convbn_fc_as_conv}
 
 
 def build_model(name, fc_as_conv=False):
+    if name in IMAGENET_MODELS:
+        return imagenet_model(name)
     if fc_as_conv and name not in MODELS_FC_AS_CONV:
         raise ValueError(f"--fc-as-conv has no variant of {name}")
     return (MODELS_FC_AS_CONV if fc_as_conv else MODELS)[name]()
@@ -160,13 +178,14 @@ def make_batches(x, y, batch):
 
 
 # --------------------------------------------------------------------------- timing
-def make_step(model, lr=0.01, momentum=0.9):
+def make_step(model, lr=0.01, momentum=0.9, bf16=False):
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     loss_fn = nn.CrossEntropyLoss()
 
     def step(xb, yb):
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb), yb)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model(xb), yb)
         loss.backward()
         opt.step()
         return loss
@@ -229,7 +248,7 @@ def bench_model(name, args, batches):
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
         batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
-    step = make_step(model, lr=args.lr, momentum=args.momentum)
+    step = make_step(model, lr=args.lr, momentum=args.momentum, bf16=args.bf16)
 
     idx = 0
     if args.warmup_steps > 0:
@@ -267,6 +286,7 @@ def bench_model(name, args, batches):
         "final_loss": round(final_loss, 4),
         "fc_impl": "conv-onednn" if args.fc_as_conv else "linear-blas",
         "memory_format": "channels_last" if args.channels_last else "contiguous",
+        "precision": "bf16 autocast" if args.bf16 else "fp32",
         "mkldnn": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,
         "blas": blas_library(),
         "python": platform.python_version(),
@@ -275,7 +295,10 @@ def bench_model(name, args, batches):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=["lenet5", "convbn", "mobilenet", "both"], default="both")
+    p.add_argument("--model", choices=["lenet5", "convbn", "mobilenet", "both"] + IMAGENET_MODELS,
+                   default="both")
+    p.add_argument("--bf16", action="store_true",
+                   help='forward under torch.autocast("cpu", dtype=torch.bfloat16)')
     p.add_argument("--channels-last", action="store_true",
                    help="model and batches in torch.channels_last (NHWC) memory format")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
@@ -299,7 +322,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    x, y = load_fashion_mnist(args.images, args.data_dir)
+    if args.model in IMAGENET_MODELS:
+        x, y = synthetic_imagenet(2 * args.batch, args.seed)
+    else:
+        x, y = load_fashion_mnist(args.images, args.data_dir)
     batches = make_batches(x, y, args.batch)
     names = ["lenet5", "convbn"] if args.model == "both" else [args.model]
     for name in names:
@@ -308,7 +334,7 @@ def main(argv=None):
             print(json.dumps(r), flush=True)
         else:
             fc = (" fc-as-conv" if args.fc_as_conv else "") + (
-                " channels_last" if args.channels_last else "")
+                " channels_last" if args.channels_last else "") + (" bf16" if args.bf16 else "")
             print(f"pytorch {r['torch']} {name:7s}{fc} batch={r['batch']} threads={r['threads']}: "
                   f"best {r['images_per_sec']:.1f} img/s, median {r['images_per_sec_median']:.1f} img/s "
                   f"({r['ms_per_step_best']:.2f} ms/step best; repeats {r['images_per_sec_all']}; "
