@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/engine.h"
 #include "core/error.h"
 #include "layer_test_util.h"
 
@@ -597,8 +598,10 @@ TEST(DropoutTest, MaskIsAFunctionOfSeedStepAndGlobalSamplePositionOnly) {
   // sample 1 at offset 0 is that of sample 0 at offset 1 (another rank count).
   const auto shifted = mask(7, 1, 2);
   const size_t per_sample = a.size() / 2;
-  EXPECT_TRUE(std::equal(a.begin() + static_cast<std::ptrdiff_t>(per_sample), a.end(), shifted.begin()));
-  EXPECT_FALSE(std::equal(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(per_sample), shifted.begin()));
+  EXPECT_TRUE(
+      std::equal(a.begin() + static_cast<std::ptrdiff_t>(per_sample), a.end(), shifted.begin()));
+  EXPECT_FALSE(
+      std::equal(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(per_sample), shifted.begin()));
   Harness again(layer, input);  // same seed: same masks
   again.net().state().step = 7;
   again.loss(true);
@@ -1010,12 +1013,16 @@ TEST(ShippedConfigsTest, EveryLayerOfEveryShippedNetRunsAnOptimizedImplementatio
     // of their own shape (the 224 x 224 nets, at a small batch).
     const SyntheticData& s = spec.data().synthetic();
     const bool synthetic = spec.data().format() == DataSpec::SYNTHETIC;
-    Net net(spec.net(),
-            synthetic ? dnnl::memory::dims{2, s.channels(), s.height(), s.width()}
-                      : dnnl::memory::dims{8, 1, 28, 28},
-            spec.seed());
-    for (const auto& l : net.layers()) {
-      EXPECT_THAT(l->describe(), ::testing::Not(HasSubstr("ref"))) << name << ": " << l->name();
+    const dims input =
+        synthetic ? dims{2, s.channels(), s.height(), s.width()} : dims{8, 1, 28, 28};
+    // In fp32 everywhere, and a bf16 config also in bf16 where the CPU has it.
+    for (const Precision p : {FP32, BF16}) {
+      if (p == BF16 && (spec.precision() != BF16 || !has_bf16())) continue;
+      Net net(spec.net(), input, spec.seed(), nullptr, Net::BlobMemory::kReuse, 1, p);
+      for (const auto& l : net.layers()) {
+        EXPECT_THAT(l->describe(), ::testing::Not(HasSubstr("ref")))
+            << name << " (" << Precision_Name(p) << "): " << l->name();
+      }
     }
     ++nets;
   }
