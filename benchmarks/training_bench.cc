@@ -57,7 +57,7 @@ int throughput(const ThroughputOptions& o) {
   const std::string precision = o.bf16 ? "bf16" : "fp32";
   Table table("throughput",
               {"config", "precision", "ranks", "threads", "batch/rank", "train img/s",
-               "infer img/s", "GFLOP/s", "of peak", "step ms"},
+               "infer img/s", "GFLOP/s", "of peak", "step ms", "framework share"},
               "train img/s",
               "each run: " + std::to_string(o.steps) +
                   " steps of dptrain train under mpirun, the second half timed (whole steps, "
@@ -65,7 +65,10 @@ int throughput(const ThroughputOptions& o) {
                   "GFLOP/s: 2 x multiply-adds of every convolution and inner product, forward, "
                   "backward-data and backward-weights, over the step; peak: dptrain-bench "
                   "peak's best " +
-                  precision + " kernel at ranks x threads threads; (over) = more threads than " +
+                  precision +
+                  " kernel at ranks x threads threads; framework share: of the step, "
+                  "the time outside oneDNN primitives, the optimizer update and the allreduce "
+                  "wait; (over) = more threads than " +
                   std::to_string(cores()) + " cores");
   for (const std::string& config : o.configs) {
     const TrainSpec spec = load_train_spec(config);
@@ -86,11 +89,13 @@ int throughput(const ThroughputOptions& o) {
         const int used = ranks * threads;
         const double peak = peak_gflops(precision, std::min(used, cores()));
         const double test_images = static_cast<double>(std::max(8 * batch * ranks, 512));
-        table.add({std::filesystem::path(config).stem().string(), precision, std::to_string(ranks),
-                   std::to_string(threads) + (used > cores() ? " (over)" : ""),
-                   std::to_string(batch), fixed(images / (t.step_ms() / 1e3), 1),
-                   fixed(test_images / eval.eval_seconds(), 1), fixed(gflops, 1),
-                   peak > 0 ? fixed(gflops / peak, 3) : "n/a", fixed(t.step_ms(), 2)});
+        table.add(
+            {std::filesystem::path(config).stem().string(), precision, std::to_string(ranks),
+             std::to_string(threads) + (used > cores() ? " (over)" : ""), std::to_string(batch),
+             fixed(images / (t.step_ms() / 1e3), 1), fixed(test_images / eval.eval_seconds(), 1),
+             fixed(gflops, 1), peak > 0 ? fixed(gflops / peak, 3) : "n/a", fixed(t.step_ms(), 2),
+             fixed(1 - (t.primitives_ms() + t.optimizer_ms() + t.allreduce_wait_ms()) / t.step_ms(),
+                   3)});
       }
     }
   }

@@ -103,6 +103,8 @@ TEST(DptrainBench, ThroughputTimesTrainingRunsPerRankCount) {
     EXPECT_GT(cell(t, i, "infer img/s"), 0);
     EXPECT_GT(cell(t, i, "of peak"), 0);
     EXPECT_LT(cell(t, i, "of peak"), 1);
+    EXPECT_GT(cell(t, i, "framework share"), 0);
+    EXPECT_LT(cell(t, i, "framework share"), 1);
   }
 }
 
