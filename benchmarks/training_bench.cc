@@ -88,7 +88,13 @@ int throughput(const ThroughputOptions& o) {
         const double gflops = t.gflop() * ranks / (t.step_ms() / 1e3);
         const int used = ranks * threads;
         const double peak = peak_gflops(precision, std::min(used, cores()));
-        const double test_images = static_cast<double>(std::max(8 * batch * ranks, 512));
+        // The test pass covers test_limit images, or fewer if the split
+        // is smaller (a synthetic set's test_size).
+        double test_images = static_cast<double>(std::max(8 * batch * ranks, 512));
+        if (spec.data().format() == DataSpec::SYNTHETIC) {
+          test_images =
+              std::min(test_images, static_cast<double>(spec.data().synthetic().test_size()));
+        }
         table.add(
             {std::filesystem::path(config).stem().string(), precision, std::to_string(ranks),
              std::to_string(threads) + (used > cores() ? " (over)" : ""), std::to_string(batch),
