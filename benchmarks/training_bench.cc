@@ -121,6 +121,13 @@ struct Link {
     if (p < 2) return 0;
     return 2.0 * (p - 1) * alpha_s + 2.0 * (p - 1) / p * bytes / bytes_per_s;
   }
+  // Milliseconds of a step's allreduce of `bytes` that backward (of
+  // `backward_ms`) does not hide: at least the last bucket's (1 MB, the
+  // default), which starts when backward ends.
+  double exposed_ms(int p, double bytes, double backward_ms) const {
+    return std::max(allreduce(p, std::min(bytes, 1048576.0)) * 1e3,
+                    allreduce(p, bytes) * 1e3 - backward_ms);
+  }
 };
 
 double size_bytes(const std::string& text) {  // "4 KB", "16 MB"
@@ -133,13 +140,11 @@ double size_bytes(const std::string& text) {  // "4 KB", "16 MB"
 // bandwidth from the two largest sizes, the latency from the smallest.
 Link measure_link(bool tcp, const std::string& dir) {
   std::filesystem::create_directories(dir);
-  std::error_code ec;
-  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   const std::string cmd = "mpirun -np 2 --oversubscribe --bind-to none" +
-                          std::string(tcp ? " --mca btl tcp,self" : "") + " '" +
-                          (ec ? std::string("dptrain-bench") : self.string()) +
-                          "' allreduce --max-mb 64 --seconds 0.2 --out '" + dir + "' >'" + dir +
-                          "/allreduce.log' 2>&1";
+                          std::string(tcp ? " --mca btl tcp,self" : "") + " " +
+                          shell_quoted(self_path("dptrain-bench")) +
+                          " allreduce --max-mb 64 --seconds 0.2 --out " + shell_quoted(dir) + " >" +
+                          shell_quoted(dir + "/allreduce.log") + " 2>&1";
   if (std::system(cmd.c_str()) != 0) {
     throw UserError("the allreduce measurement failed; its output is in " + dir + "/allreduce.log");
   }
@@ -238,9 +243,7 @@ int scaling(const ScalingOptions& o) {
   auto predict_ms = [&](const Setup& s, const Link& link, double bwd_ms) -> std::optional<double> {
     const auto c = compute_ms(s);
     if (!c) return std::nullopt;
-    const double all = link.allreduce(s.ranks, bytes) * 1e3;
-    const double last = link.allreduce(s.ranks, std::min(bytes, 1024.0 * 1024)) * 1e3;
-    return *c + std::max(last, all - bwd_ms);
+    return *c + link.exposed_ms(s.ranks, bytes, bwd_ms);
   };
 
   std::vector<std::string> columns{
@@ -297,9 +300,7 @@ int scaling(const ScalingOptions& o) {
     for (const Link* link : std::vector<const Link*>{&*shm, &*tcp, &fast}) {
       for (int nodes : {2, 8, 64, 512}) {
         const double all = link->allreduce(nodes, bytes) * 1e3;
-        const double step =
-            measured[0].m(0) + std::max(link->allreduce(nodes, std::min(bytes, 1048576.0)) * 1e3,
-                                        all - measured[0].m(3));
+        const double step = measured[0].m(0) + link->exposed_ms(nodes, bytes, measured[0].m(3));
         const double rate = nodes * b / (step / 1e3);
         model.add({link->name, fixed(link->alpha_s * 1e6, 2), fixed(link->bytes_per_s / 1e9, 2),
                    std::to_string(nodes), fixed(all, 3), fixed(step, 3), fixed(rate, 0),

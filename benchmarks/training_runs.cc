@@ -13,18 +13,10 @@
 namespace dptrain::bench {
 namespace {
 
-// Shell-quoted, for the one command line that starts the runs together.
-std::string shell_quoted(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
 std::string dptrain_binary() {
   if (const char* forced = std::getenv("DPTRAIN_BENCH_WORKER")) return forced;
-  std::error_code ec;
-  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
+  const std::filesystem::path self = self_path("");
+  if (!self.empty()) {
     for (const auto& c : {self.parent_path() / "dptrain", self.parent_path() / "../dist/dptrain"}) {
       if (access(c.c_str(), X_OK) == 0) return c.lexically_normal().string();
     }
@@ -37,6 +29,18 @@ std::string dptrain_binary() {
 }
 
 }  // namespace
+
+std::string shell_quoted(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string self_path(const std::string& fallback) {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? fallback : self.string();
+}
 
 int cores() { return std::max(1, static_cast<int>(std::thread::hardware_concurrency())); }
 

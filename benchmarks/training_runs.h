@@ -33,5 +33,9 @@ Outcome run_one(const Launch& launch, const std::string& dir);
 const MetricsRecord& last_record(const Outcome& outcome, const std::string& kind);
 
 int cores();
+// `s` in single quotes, for a shell command line.
+std::string shell_quoted(const std::string& s);
+// This program's own path (/proc/self/exe), or `fallback`.
+std::string self_path(const std::string& fallback);
 
 }  // namespace dptrain::bench

@@ -505,7 +505,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
   const Net::GradsFinal on_grads = [&](size_t offset) { s.reducer->grads_final(offset); };
   const bool embedding = net.loss_layer().kind() == LossLayer::Kind::kEmbedding;
   const bool reconstruction = net.loss_layer().kind() == LossLayer::Kind::kReconstruction;
-  double window_compute = 0, window_loss = 0;
+  double window_loss = 0;
   // Correct predictions, or (embeddings) the steps' active triplet fractions.
   double window_hits = 0;
   int64_t window_steps = 0, window_skipped = 0;
@@ -594,7 +594,6 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
       const float lr = s.schedule->lr(step);
       float loss = 0;
       double hits = 0;
-      double compute = 0;
       for (int micro = 0; micro < accumulate; ++micro) {
         const Batch* batch = nullptr;
         {
@@ -617,7 +616,6 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
         const double forward = std::chrono::duration<double>(t1 - t0).count();
         window_phase[kForward] += forward;
         window_phase[kBackward] += backward;
-        compute += forward + backward;
         loss += net.loss_layer().loss() / static_cast<float>(accumulate);
         hits += embedding ? net.loss_layer().active_fraction()
                           : static_cast<double>(net.loss_layer().correct());
@@ -635,7 +633,6 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
       s.timeline.end_step();
       window_phase[kAllreduce] += std::chrono::duration<double>(t1 - t0).count();
       window_phase[kOptimizer] += seconds_since(t1);
-      window_compute += compute + seconds_since(t0);
       ++step;
       s.comm.wait(agreement, "the step's checkpoint agreement");
 
@@ -657,7 +654,10 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
         double sums[3 + kPhases] = {window_loss, window_hits, static_cast<double>(window_skipped)};
         std::copy(window_phase.begin(), window_phase.end(), sums + 3);
         s.comm.allreduce_sum(sums, 3 + kPhases);
-        double timing[2] = {window_compute, s.reducer->take_wait_seconds()};
+        // Compute: forward, backward, the allreduce wait and the update.
+        double timing[2] = {window_phase[kForward] + window_phase[kBackward] +
+                                window_phase[kAllreduce] + window_phase[kOptimizer],
+                            s.reducer->take_wait_seconds()};
         s.comm.allreduce_max(timing, 2);
         const double images = static_cast<double>(window_steps * global_batch);
         MetricsRecord r;
@@ -689,7 +689,7 @@ Trainer::Result Trainer::run(Checkpointer* checkpointer, int64_t stop_at_step,
         t.set_gradient_floats(static_cast<int32_t>(params.size()));
         emit(r);
         window_phase.fill(0);
-        window_compute = window_loss = 0;
+        window_loss = 0;
         window_hits = 0;
         window_steps = window_skipped = 0;
       }
