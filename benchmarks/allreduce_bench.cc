@@ -1,12 +1,10 @@
 #include "benchmarks/allreduce_bench.h"
 
 #include <mpi.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <thread>
 #include <vector>
 
 #include "benchmarks/report_table.h"
@@ -50,10 +48,6 @@ std::string size_text(int64_t bytes) {
 
 int allreduce(const Communicator& comm, double seconds, int64_t max_bytes, double bucket_mb,
               const std::string& out) {
-  // The reducer's averaging pass threads as a run's would: the cores shared
-  // by the ranks on this host.
-  omp_set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
-                                      comm.local_size()));
   const int p = comm.size();
   const char* forced = std::getenv("OMPI_MCA_coll_tuned_allreduce_algorithm");
   const std::string algorithm =
@@ -63,7 +57,7 @@ int allreduce(const Communicator& comm, double seconds, int64_t max_bytes, doubl
                "reducer / raw"},
               "reducer bus GB/s",
               "float32 sums over MPI_COMM_WORLD (" + algorithm +
-                  "); the reducer averages, in overlapped buckets of " + fixed(bucket_mb, 1) +
+                  "); the reducer, in overlapped buckets of " + fixed(bucket_mb, 1) +
                   " MB started as one backward would (all at once here); medians of rounds "
                   "timed to the slowest rank; bus bandwidth = bytes / time x 2 (p - 1) / p");
   const double bus = p > 1 ? 2.0 * (p - 1) / p : 1.0;

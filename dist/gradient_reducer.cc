@@ -57,16 +57,10 @@ void GradientReducer::progress() {
 }
 
 void GradientReducer::completed(size_t index) {
+  if (!timeline_) return;
   const Bucket& b = buckets_[index];
-  if (timeline_) {
-    timeline_->step_span("allreduce", "bucket", b.started_us, Timeline::now_us(),
-                         Timeline::kCommunication, static_cast<int32_t>(index));
-  }
-  // The sum to the average while the bucket is still in cache, rather than
-  // in a pass over the whole store after the last one.
-  const float scale = 1.f / static_cast<float>(comm_.size());
-#pragma omp parallel for simd schedule(static)
-  for (size_t i = b.begin; i < b.end; ++i) grads_[i] *= scale;
+  timeline_->step_span("allreduce", "bucket", b.started_us, Timeline::now_us(),
+                       Timeline::kCommunication, static_cast<int32_t>(index));
 }
 
 void GradientReducer::grads_final(size_t offset) {

@@ -1,5 +1,8 @@
-// Averages gradients over all ranks before every optimizer step, on the
-// net's flat gradient store.
+// Sums gradients over all ranks before every optimizer step, on the net's
+// flat gradient store. The trainer scales the loss gradient by 1/ranks, so
+// the sum is the mean: a pass over the store to average it cost 0.7 ms of
+// a 16 MB reduction's 3.2 (dptrain-bench allreduce), a fifth of the
+// bandwidth.
 //
 // Overlapped mode: the store is cut into buckets of about bucket_mb, each a
 // run of whole parameters, counted from the end (the last layer's
@@ -35,7 +38,7 @@ class GradientReducer {
 
   // Backward reports that grads[offset, size) are final.
   void grads_final(size_t offset);
-  // Waits for all reductions; afterwards grads hold the average.
+  // Waits for all reductions; afterwards grads hold the sum over ranks.
   void finish();
   // Banks this micro-batch's gradients (all but the last of a step).
   void accumulate();

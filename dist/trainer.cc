@@ -203,8 +203,9 @@ Trainer::Trainer(const TrainSpec& spec, const Communicator& comm, std::string ru
   s.net = std::make_unique<Net>(
       spec.net(), dnnl::memory::dims{b, train.channels, train.height, train.width}, spec.seed(),
       s.replica_reducer.get(), Net::BlobMemory::kReuse, comm.local_size(), spec.precision());
-  // Micro-batch gradients are summed: each carries 1/k of the step's mean.
-  s.net->state().loss_scale = 1.f / static_cast<float>(accumulate);
+  // Micro-batch and rank gradients are summed: each carries 1/(k ranks) of
+  // the step's mean.
+  s.net->state().loss_scale = 1.f / static_cast<float>(accumulate * comm.size());
   const LossLayer& loss = s.net->loss_layer();
   if ((loss.kind() == LossLayer::Kind::kClassifier || loss.kind() == LossLayer::Kind::kBinary) &&
       loss.classes() != train.classes) {

@@ -6,9 +6,10 @@
 // labels of every replica are gathered, so each replica mines the same
 // triplets and computes the same loss L, the mean of the active terms by
 // the mining's normaliser. Each replica then seeds the gradient of its own
-// rows only, times the replica count: the gradient reducer averages over
-// replicas, so the step's gradient is the one-process gradient of L at the
-// same global batch. An evaluation batch is mined on its own (no
+// rows only, times the replica count (cancelling the 1/replicas in the
+// trainer's loss scale): the gradient reducer sums over replicas, so the
+// step's gradient is the one-process gradient of L at the same global
+// batch. An evaluation batch is mined on its own (no
 // collective: ranks may evaluate different numbers of batches).
 //
 // The gradient is linear in the embeddings: with C (G x G) collecting each
