@@ -24,11 +24,20 @@ thread_local double primitive_time = 0;
 
 double primitive_seconds() { return primitive_time; }
 
+KernelTimer::KernelTimer() : start_(std::chrono::steady_clock::now()) {}
+
+KernelTimer::~KernelTimer() {
+  primitive_time +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+}
+
 void BoundPrimitive::run() const {
-  const auto start = std::chrono::steady_clock::now();
-  dnnl_status_t status = dnnl_primitive_execute(primitive_.get(), cpu_stream().get(),
-                                                static_cast<int>(args_.size()), args_.data());
-  primitive_time += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  dnnl_status_t status;
+  {
+    KernelTimer timer;
+    status = dnnl_primitive_execute(primitive_.get(), cpu_stream().get(),
+                                    static_cast<int>(args_.size()), args_.data());
+  }
   if (status != dnnl_success) {
     throw dnnl::error(status, "could not execute a primitive");
   }

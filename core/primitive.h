@@ -6,6 +6,7 @@
 // allocate.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,9 +16,22 @@
 namespace dptrain {
 
 // Seconds this thread has spent in run() (oneDNN primitives, reorders
-// included) since it started: what a step spends in oneDNN, against the
-// framework's own time around it.
+// included) and in the loops that stand in for primitives oneDNN runs
+// slowly (each inside a KernelTimer), since it started: what a step spends
+// computing, against the framework's own time around it.
 double primitive_seconds();
+
+// Counts its lifetime into primitive_seconds().
+class KernelTimer {
+ public:
+  KernelTimer();
+  ~KernelTimer();
+  KernelTimer(const KernelTimer&) = delete;
+  KernelTimer& operator=(const KernelTimer&) = delete;
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
 
 class BoundPrimitive {
  public:

@@ -11,6 +11,8 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "core/primitive.h"
+
 namespace dptrain {
 
 struct ChannelBlocks {
@@ -26,15 +28,26 @@ struct ChannelBlocks {
   int64_t width(int64_t b) const { return b + 1 < blocks ? block : channels - b * block; }
 };
 
+// Which of the layouts the loops read `md` is in (nChw16c, nChw8c or nhwc,
+// of any data type), or undef.
+inline dnnl::memory::format_tag channel_loop_tag(const dnnl::memory::desc& md) {
+  using tag = dnnl::memory::format_tag;
+  if (md.dims().size() != 4) return tag::undef;
+  for (tag t : {tag::nChw16c, tag::nChw8c, tag::nhwc}) {
+    if (dnnl::memory::desc(md.dims(), md.data_type(), t) == md) return t;
+  }
+  return tag::undef;
+}
+
 // The layout the loops read a 4-D f32 tensor `like` in: its own if it is
 // nChw16c or nChw8c, else nhwc.
 inline dnnl::memory::desc channel_loop_layout(const dnnl::memory::desc& like) {
   using tag = dnnl::memory::format_tag;
-  const dnnl::memory::dims d = like.dims();
-  for (tag t : {tag::nChw16c, tag::nChw8c}) {
-    if (dnnl::memory::desc(d, dnnl::memory::data_type::f32, t) == like) return like;
+  const tag t = channel_loop_tag(like);
+  if ((t == tag::nChw16c || t == tag::nChw8c) && like.data_type() == dnnl::memory::data_type::f32) {
+    return like;
   }
-  return {d, dnnl::memory::data_type::f32, tag::nhwc};
+  return {like.dims(), dnnl::memory::data_type::f32, tag::nhwc};
 }
 
 // The blocks of a tensor in channel_loop_layout(...).
@@ -51,6 +64,7 @@ inline ChannelBlocks channel_blocks(const dnnl::memory::desc& md) {
 
 // y[n * pixels + p] = scale * the sum over x's channels at pixel p.
 inline void sum_over_channels(const ChannelBlocks& c, const float* x, float* y, float scale) {
+  KernelTimer timer;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t n = 0; n < c.samples; ++n) {
     for (int64_t p = 0; p < c.pixels; ++p) {
@@ -67,6 +81,7 @@ inline void sum_over_channels(const ChannelBlocks& c, const float* x, float* y, 
 
 // y[n * pixels + p] = the maximum over x's channels at pixel p.
 inline void max_over_channels(const ChannelBlocks& c, const float* x, float* y) {
+  KernelTimer timer;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t n = 0; n < c.samples; ++n) {
     for (int64_t p = 0; p < c.pixels; ++p) {

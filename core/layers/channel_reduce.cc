@@ -57,24 +57,27 @@ class ChannelReduceLayer : public Layer {
     float* dx = static_cast<float*>(diff_src_.memory().get_data_handle());
     const ChannelBlocks c = blocks_;
     const float inv = 1.f / static_cast<float>(c.channels);
+    {
+      KernelTimer timer;
 #pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t n = 0; n < c.samples; ++n) {
-      for (int64_t p = 0; p < c.pixels; ++p) {
-        const float g = dy[n * c.pixels + p], top = y[n * c.pixels + p];
-        bool routed = false;
-        for (int64_t b = 0; b < c.blocks; ++b) {
-          const float* v = x + c.at(n, b, p);
-          float* d = dx + c.at(n, b, p);
-          const int64_t w = c.width(b);
-          for (int64_t i = 0; i < c.block; ++i) {
-            if (i >= w) {
-              d[i] = 0.f;  // a padded block's lanes
-            } else if (!max_) {
-              d[i] = g * inv;
-            } else {
-              const bool here = !routed && v[i] == top;
-              d[i] = here ? g : 0.f;
-              routed = routed || here;
+      for (int64_t n = 0; n < c.samples; ++n) {
+        for (int64_t p = 0; p < c.pixels; ++p) {
+          const float g = dy[n * c.pixels + p], top = y[n * c.pixels + p];
+          bool routed = false;
+          for (int64_t b = 0; b < c.blocks; ++b) {
+            const float* v = x + c.at(n, b, p);
+            float* d = dx + c.at(n, b, p);
+            const int64_t w = c.width(b);
+            for (int64_t i = 0; i < c.block; ++i) {
+              if (i >= w) {
+                d[i] = 0.f;  // a padded block's lanes
+              } else if (!max_) {
+                d[i] = g * inv;
+              } else {
+                const bool here = !routed && v[i] == top;
+                d[i] = here ? g : 0.f;
+                routed = routed || here;
+              }
             }
           }
         }

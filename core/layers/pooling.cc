@@ -3,10 +3,15 @@
 // attention). Max pooling keeps oneDNN's workspace (where each
 // maximum came from) from forward for backward; an evaluation forward runs
 // the inference primitive, which writes none.
+//
+// Max pooling whose windows do not overlap runs loops of its own in
+// training (max_pool_loops.h): oneDNN's training kernel is 4x its
+// inference kernel.
 #include "core/engine.h"
 #include "core/error.h"
 #include "core/layer.h"
 #include "core/layers/layers.h"
+#include "core/layers/max_pool_loops.h"
 #include "core/primitive.h"
 
 namespace dptrain {
@@ -51,6 +56,12 @@ class PoolingLayer : public Layer {
       algo = p.exclude_padding() ? dnnl::algorithm::pooling_avg_exclude_padding
                                  : dnnl::algorithm::pooling_avg_include_padding;
     }
+    if (algo == dnnl::algorithm::pooling_max && !global) {
+      if (auto loops = MaxPoolLoops::plan(bottom.desc(), k, s, pad)) {
+        setup_loops(bottom, top, ctx, *loops, pad_r);
+        return;
+      }
+    }
     const memory::desc dst_any({in[0], in[1], oh, ow}, bottom.desc().data_type(),
                                memory::format_tag::any);
     dnnl::pooling_forward::primitive_desc fwd_pd({dnnl::prop_kind::forward_training,
@@ -71,19 +82,7 @@ class PoolingLayer : public Layer {
                                {DNNL_ARG_DST, top->data},
                                {DNNL_ARG_WORKSPACE, workspace_},
                                {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(fwd_pd)}});
-    dnnl::pooling_forward::primitive_desc infer_pd({dnnl::prop_kind::forward_inference,
-                                                    algo,
-                                                    bottom.desc(),
-                                                    fwd_pd.dst_desc(),
-                                                    {s, s},
-                                                    kernel,
-                                                    {pad, pad},
-                                                    pad_r},
-                                                   default_attr(), cpu_engine());
-    infer_ = BoundPrimitive(dnnl::pooling_forward(infer_pd),
-                            {{DNNL_ARG_SRC, bottom.data},
-                             {DNNL_ARG_DST, top->data},
-                             {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(infer_pd)}});
+    setup_inference(bottom, top, ctx, algo, fwd_pd.dst_desc(), s, kernel, pad, pad_r);
     describe_ = fwd_pd.impl_info_str();
     if (!bottom.needs_grad) return;
     dnnl::pooling_backward::primitive_desc bwd_pd(
@@ -97,10 +96,34 @@ class PoolingLayer : public Layer {
                                 {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bwd_pd)}});
   }
 
-  void forward(bool training) override { (training ? forward_ : infer_).run(); }
+  void forward(bool training) override {
+    if (!training || !loops_) {
+      (training ? forward_ : infer_).run();
+      return;
+    }
+    cpu_stream().wait();
+    if (bf16_) {
+      loops_->forward(static_cast<const uint16_t*>(bottom_data_.get_data_handle()),
+                      static_cast<uint16_t*>(top_->data.get_data_handle()), where_.data());
+    } else {
+      loops_->forward(static_cast<const float*>(bottom_data_.get_data_handle()), top_->data_ptr(),
+                      where_.data());
+    }
+  }
   void backward() override {
-    backward_.run();
-    diff_src_.run();
+    if (!loops_) {
+      backward_.run();
+      diff_src_.run();
+      return;
+    }
+    cpu_stream().wait();
+    void* dx = bottom_diff_.get_data_handle();
+    if (bf16_) {
+      loops_->backward(static_cast<const uint16_t*>(top_->diff.get_data_handle()), where_.data(),
+                       static_cast<uint16_t*>(dx));
+    } else {
+      loops_->backward(top_->diff_ptr(), where_.data(), static_cast<float*>(dx));
+    }
   }
   std::string describe() const override { return describe_; }
   // Max pooling's backward needs only the workspace, average pooling nothing.
@@ -108,6 +131,46 @@ class PoolingLayer : public Layer {
   bool backward_reads_top() const override { return false; }
 
  private:
+  // The primitive an evaluation's forward runs; returns its implementation.
+  std::string setup_inference(const Blob& bottom, Blob* top, SetupContext& ctx,
+                              dnnl::algorithm algo, const memory::desc& dst, int64_t s,
+                              const memory::dims& kernel, int64_t pad, const memory::dims& pad_r) {
+    dnnl::pooling_forward::primitive_desc pd({dnnl::prop_kind::forward_inference,
+                                              algo,
+                                              bottom.desc(),
+                                              dst,
+                                              {s, s},
+                                              kernel,
+                                              {pad, pad},
+                                              pad_r},
+                                             default_attr(), cpu_engine());
+    infer_ = BoundPrimitive(dnnl::pooling_forward(pd), {{DNNL_ARG_SRC, bottom.data},
+                                                        {DNNL_ARG_DST, top->data},
+                                                        {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd)}});
+    return pd.impl_info_str();
+  }
+
+  // The loops' set-up, and the inference primitive for evaluation.
+  void setup_loops(const Blob& bottom, Blob* top, SetupContext& ctx, const MaxPoolLoops& loops,
+                   const memory::dims& pad_r) {
+    ctx.define_top(top, loops.dst);
+    const std::string inference =
+        setup_inference(bottom, top, ctx, dnnl::algorithm::pooling_max, loops.dst, loops.s,
+                        {loops.k, loops.k}, loops.pad, pad_r);
+    loops_ = loops;
+    where_.assign(loops.where_size(), 0);
+    bf16_ = bottom.desc().data_type() == memory::data_type::bf16;
+    bottom_data_ = bottom.data;
+    bottom_diff_ = bottom.diff;
+    top_ = top;
+    describe_ = "loop over " + layout_name(bottom.desc()) + " (inference " + inference + ")";
+  }
+
+  std::optional<MaxPoolLoops> loops_;
+  std::vector<uint8_t> where_;
+  bool bf16_ = false;
+  memory bottom_data_, bottom_diff_;
+  Blob* top_ = nullptr;
   memory workspace_;
   BoundPrimitive forward_, infer_, backward_;
   Relayout diff_src_;

@@ -126,6 +126,26 @@ INSTANTIATE_TEST_SUITE_P(
                       PoolCase{"avg2x2", PoolKind::kAvgInclude, 2, 2, 0}),
     [](const auto& tp) { return tp.param.name; });
 
+// Max pooling whose windows do not overlap runs its own loops
+// (test_max_pool_loops.cc) in the net: on 20 channels blocked by 16 (the
+// layout a 3x3 convolution of 3 channels leaves), a last row and column
+// outside every window.
+TEST(MaxPoolLoopsInANet, ForwardMatchesReferenceAndGradientsMatchFiniteDifferences) {
+  const dims input{2, 3, 7, 7};
+  Harness h(
+      "layer { name: 'conv' type: 'Convolution' convolution { num_output: 20 kernel_size: 3 pad: 1 "
+      "} }\nlayer { name: 'pool' type: 'MaxPool' pooling { kernel_size: 2 } }",
+      input);
+  EXPECT_EQ(h.layer("pool").describe().rfind("loop over", 0), 0u) << h.layer("pool").describe();
+  h.loss();
+  Shape out;
+  const auto want =
+      layer_test::pool_ref(h.data("conv"), {2, 20, 7, 7}, PoolKind::kMax, 2, 2, 0, &out);
+  EXPECT_EQ(h.dims("pool"), (dims{2, 20, 3, 3}));
+  expect_near_all(h.data("pool"), want, kFwdTol, "pool");
+  expect_gradients_match(h, {.eps = 1e-3});
+}
+
 // ---- InnerProduct -------------------------------------------------------------
 
 TEST(InnerProductTest, FourDAndTwoDInputsMatchReferenceAndFiniteDifferences) {
