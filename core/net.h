@@ -60,6 +60,8 @@ class Net {
   ParamStore& params() { return store_; }
   const ParamStore& params() const { return store_; }
   const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }
+  // Whether backward() runs layer i's backward (some gradient flows through it).
+  bool runs_backward(size_t i) const { return runs_backward_[i]; }
   const Blob& blob(const std::string& name) const;
   const LossLayer& loss_layer() const { return *loss_; }
   const dnnl::memory::dims& input_dims() const { return input_dims_; }

@@ -21,6 +21,11 @@ const std::string kBench = DPTRAIN_BENCH_BIN;
 #else
 const std::string kBench;
 #endif
+#ifdef DPTRAIN_BENCH_LAYERS_BIN
+const std::string kBenchLayers = DPTRAIN_BENCH_LAYERS_BIN;
+#else
+const std::string kBenchLayers;
+#endif
 
 BenchTable read_table(const std::string& path) {
   BenchTable t;
@@ -173,6 +178,44 @@ TEST(DptrainBench, BadFlagsAreOneLineErrors) {
   EXPECT_THAT(r.output, HasSubstr("--seconds"));
   r = run_command(kBench + " nonsense");
   EXPECT_NE(r.exit_code, 0);
+}
+
+// bench_layers: a forward and a backward benchmark for every layer of
+// the net (the first convolution's backward computes weight gradients
+// only; it still runs), with the GFLOP counter on the ones that count work.
+TEST(BenchLayers, TimesEveryLayersForwardAndBackward) {
+  if (kBenchLayers.empty()) GTEST_SKIP() << "benchmarks not built (DPTRAIN_BUILD_BENCHMARKS=OFF)";
+  const auto r = run_command("OMP_NUM_THREADS=1 " + kBenchLayers + " " + DPTRAIN_SOURCE_DIR +
+                             "/configs/lenet5_fmnist.textproto --batch 8 "
+                             "--benchmark_min_time=0.001 --benchmark_format=json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // ReLUs are fused into the layers before them.
+  const std::vector<std::pair<std::string, bool>> layers = {
+      {"0_conv1_Convolution", true}, {"1_pool1_MaxPool", false},
+      {"2_conv2_Convolution", true}, {"3_pool2_MaxPool", false},
+      {"4_fc1_InnerProduct", true},  {"5_fc2_InnerProduct", true},
+      {"6_fc3_InnerProduct", true},  {"7_loss_SoftmaxCrossEntropy", false}};
+  for (const auto& [layer, counts_work] : layers) {
+    for (const std::string pass : {"forward", "backward"}) {
+      const std::string name = "\"layer/lenet5_fmnist/" + layer + "/" + pass + "/real_time\"";
+      const size_t at = r.output.find("\"name\": " + name);
+      ASSERT_NE(at, std::string::npos) << name << " missing in\n" << r.output;
+      const std::string entry = r.output.substr(at, r.output.find('}', at) - at);
+      const size_t gflop = entry.find("\"GFLOP\": ");
+      EXPECT_EQ(gflop != std::string::npos, counts_work) << entry;
+      if (gflop != std::string::npos) {
+        EXPECT_GT(std::stod(entry.substr(gflop + 9)), 0) << entry;
+      }
+    }
+  }
+  EXPECT_EQ(r.output.find("8_"), std::string::npos) << "more layers than lenet5 has";
+}
+
+TEST(BenchLayers, AMissingConfigIsAClearError) {
+  if (kBenchLayers.empty()) GTEST_SKIP() << "benchmarks not built (DPTRAIN_BUILD_BENCHMARKS=OFF)";
+  const auto r = run_command(kBenchLayers + " /nonexistent/net.textproto");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("/nonexistent/net.textproto"));
 }
 
 }  // namespace
