@@ -23,6 +23,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include "benchmarks/bench_specs.h"
 #include "core/batch_loader.h"
 #include "core/config.h"
 #include "core/dataset.h"
@@ -154,16 +155,7 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<dptrain::NetUnderTest>> nets;
   try {
     for (const std::string& path : configs) {
-      const dptrain::TrainSpec config = dptrain::load_train_spec(path);
-      std::vector<dptrain::TrainSpec> specs = {config};
-      if (both) {
-        specs[0].set_precision(dptrain::FP32);
-        specs.push_back(config);
-        specs[1].set_precision(dptrain::BF16);
-      }
-      for (const dptrain::TrainSpec& spec : specs) {
-        const std::string name = (spec.name().empty() ? path : spec.name()) +
-                                 (spec.precision() == dptrain::BF16 ? "/bf16" : "");
+      for (const auto& [name, spec] : dptrain::bench_specs(path, both)) {
         nets.push_back(dptrain::build(name, spec, batch > 0 ? batch : spec.data().batch_size()));
         dptrain::register_layers(*nets.back());
       }

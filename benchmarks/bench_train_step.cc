@@ -16,6 +16,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include "benchmarks/bench_specs.h"
 #include "core/batch_loader.h"
 #include "core/config.h"
 #include "core/dataset.h"
@@ -82,18 +83,10 @@ int main(int argc, char** argv) {
     }
   }
   for (const std::string& path : configs) {
-    const dptrain::TrainSpec config = dptrain::load_train_spec(path);
-    std::vector<dptrain::TrainSpec> specs = {config};
-    if (both) {
-      specs[0].set_precision(dptrain::FP32);
-      specs.push_back(config);
-      specs[1].set_precision(dptrain::BF16);
-    }
-    for (const dptrain::TrainSpec& spec : specs) {
-      const std::string name = (spec.name().empty() ? path : spec.name()) +
-                               (spec.precision() == dptrain::BF16 ? "/bf16" : "");
-      benchmark::RegisterBenchmark(("train_step/" + name).c_str(),
-                                   [spec](benchmark::State& s) { dptrain::train_step(s, spec); })
+    for (const auto& [name, spec] : dptrain::bench_specs(path, both)) {
+      benchmark::RegisterBenchmark(
+          ("train_step/" + name).c_str(),
+          [spec = spec](benchmark::State& s) { dptrain::train_step(s, spec); })
           ->MinTime(3.0)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
