@@ -2,8 +2,9 @@
 // (sampler shards, gradient averaging, metric reduction). Every rank runs
 // it; rank 0 alone prints and writes the run folder.
 //
-// One step: next batch -> forward -> backward (the gradient reducer is told
-// as gradients become final) -> reducer finishes the average -> clip ->
+// One step: next batch -> forward -> backward (the loss gradient scaled by
+// 1/ranks; the gradient reducer is told as gradients become final) ->
+// reducer finishes the sum, which is the average -> clip ->
 // optimizer step -> hooks (dist/run_hook.h: metrics, progress, checkpoints,
 // control, signals, faults). At the start of each step every rank's hook
 // requests are OR-ed by a non-blocking allreduce that completes with the
