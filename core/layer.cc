@@ -47,9 +47,11 @@ void SetupContext::define_top(Blob* top, const dnnl::memory::desc& md, const Blo
   }
 }
 
-void SetupContext::share_top(Blob* top, const Blob& bottom) {
+void SetupContext::share_top(Blob* top, const Blob& bottom, bool share_gradient) {
   top->data = bottom.data;
-  if (top->needs_grad) {
+  if (top->needs_grad && share_gradient && bottom.diff) {
+    top->diff = bottom.diff;
+  } else if (top->needs_grad) {
     top->diff = dnnl::memory(bottom.desc(), cpu_engine(), DNNL_MEMORY_NONE);
     pending_.arena.push_back(top->diff);
   }

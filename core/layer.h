@@ -80,8 +80,9 @@ class SetupContext {
   // the top's gradient is that blob's (same layout): for a backward that
   // overwrites the gradient it reads.
   void define_top(Blob* top, const dnnl::memory::desc& md, const Blob* in_place_of = nullptr);
-  // `top` with the same storage as `bottom` (its gradient stays separate).
-  void share_top(Blob* top, const Blob& bottom);
+  // `top` with the same storage as `bottom`; its gradient stays separate
+  // unless share_gradient, when it is the bottom's too.
+  void share_top(Blob* top, const Blob& bottom, bool share_gradient = false);
   // Declares a trainable parameter (or, with trainable=false, a buffer).
   Param* add_param(const std::string& suffix, const dnnl::memory::desc& plain_desc,
                    const dnnl::memory::desc& desc, dnnl::memory::dims export_dims, ParamInit init,

@@ -1,7 +1,8 @@
 // Add: the elementwise sum of two or more blobs of the same shape (residual
 // connections). Forward is one oneDNN sum into the first bottom's layout;
 // backward hands the top's gradient to every bottom that needs one,
-// reordered into that bottom's layout.
+// reordered into that bottom's layout. The first bottom that needs one, in
+// the top's layout, has the top's gradient as its own: a copy fewer.
 #include "core/engine.h"
 #include "core/error.h"
 #include "core/layer.h"
@@ -42,7 +43,11 @@ class AddLayer : public Layer {
     }
     const std::vector<float> scales(bottoms.size(), 1.f);
     const dnnl::sum::primitive_desc pd(first.desc(), scales, srcs, cpu_engine(), default_attr());
-    ctx.define_top(top, pd.dst_desc());
+    const Blob* shared = nullptr;
+    for (const Blob* b : bottoms) {
+      if (!shared && b->needs_grad && b->diff && b->diff.get_desc() == pd.dst_desc()) shared = b;
+    }
+    ctx.define_top(top, pd.dst_desc(), shared);
     std::vector<std::pair<int, memory>> args;
     for (size_t i = 0; i < bottoms.size(); ++i) {
       args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), inputs_[i].memory());
@@ -52,7 +57,9 @@ class AddLayer : public Layer {
     forward_ = BoundPrimitive(dnnl::sum(pd), std::move(args));
     describe_ = "sum " + std::string(pd.impl_info_str());
     for (const Blob* b : bottoms) {
-      if (b->needs_grad) backward_.push_back(make_reorder(top->diff, b->diff));
+      if (b->needs_grad && b->diff.get() != top->diff.get()) {
+        backward_.push_back(make_reorder(top->diff, b->diff));
+      }
     }
   }
 

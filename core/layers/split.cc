@@ -1,7 +1,8 @@
 // Where one blob feeds several layers, the net gives each reader its own
-// branch: a Split whose top shares the blob's storage but has a gradient of
-// its own. In backward the branch that runs first (the last one set up)
-// writes the blob's gradient and the others add to it.
+// branch: a Split whose top shares the blob's storage. The first branch's
+// gradient is the blob's own (its reader's backward writes the blob's
+// gradient); in backward, which runs every reader before any Split (they
+// all follow the producer), each other branch adds its gradient to it.
 #include "core/engine.h"
 #include "core/layer.h"
 #include "core/layers/layers.h"
@@ -16,10 +17,9 @@ class SplitLayer : public Layer {
 
   void setup(const std::vector<Blob*>& bottoms, Blob* top, SetupContext& ctx) override {
     bottom_ = bottoms[0];
-    ctx.share_top(top, *bottom_);
     branch_ = bottom_->split_branches++;
-    if (!bottom_->needs_grad) return;
-    copy_ = make_reorder(top->diff, bottom_->diff);
+    ctx.share_top(top, *bottom_, branch_ == 0);
+    if (!bottom_->needs_grad || branch_ == 0 || !top->diff) return;
     dnnl::primitive_attr accumulate = default_attr();
     dnnl::post_ops ops;
     ops.append_sum(1.f);
@@ -34,17 +34,13 @@ class SplitLayer : public Layer {
   bool backward_reads_bottoms() const override { return false; }
   bool backward_reads_top() const override { return false; }
   void backward() override {
-    if (branch_ == bottom_->split_branches - 1) {
-      copy_.run();
-    } else {
-      add_.run();
-    }
+    if (add_) add_.run();
   }
 
  private:
   Blob* bottom_ = nullptr;
   int branch_ = 0;
-  BoundPrimitive copy_, add_;
+  BoundPrimitive add_;
 };
 
 }  // namespace

@@ -739,6 +739,24 @@ TEST(AddTest, ResidualBlockWithSplit) {
   expect_gradients_match(h);
 }
 
+// The gradients the Add and the Split share storage with (the Add's top's
+// is its first bottom's, the first branch's is the blob's) pass through
+// BatchNorms, whose backward overwrites the gradient it reads.
+TEST(AddTest, ResidualBlockWithBatchNormOnBothPaths) {
+  Harness h(
+      "layer { name: 'conv' type: 'Convolution' convolution { num_output: 4 kernel_size: 3 pad: 1 "
+      "bias: false } }\n"
+      "layer { name: 'bn_a' type: 'BatchNorm' }\n"
+      "layer { name: 'bn_b' type: 'BatchNorm' bottom: 'pre' }\n"
+      "layer { name: 'sum' type: 'Add' bottom: 'bn_a' bottom: 'bn_b' }\n"
+      "layer { name: 'conv2' type: 'Convolution' bottom: 'sum' convolution { num_output: 4 "
+      "kernel_size: 1 } }\n"
+      "layer { name: 'out' type: 'Add' bottom: 'conv2' bottom: 'sum' }",
+      {4, 4, 5, 5});
+  h.loss();
+  expect_gradients_match(h);
+}
+
 TEST(AddTest, ThreeBottomsOfDifferentLayouts) {
   // pre's top is blocked, the pooled one is too, the flattened-then-... use
   // an L2Normalize to get a plain 4-d bottom.
