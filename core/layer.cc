@@ -13,6 +13,19 @@ void ReplicaReducer::gather(const void* local, size_t bytes, void* all) {
   std::memcpy(all, local, bytes);
 }
 
+BoundPrimitive fused_activation_backward(const Activation& act, const Blob& top,
+                                         SetupContext& ctx) {
+  const dnnl::memory::desc md = top.desc();
+  dnnl::eltwise_forward::primitive_desc hint(
+      {dnnl::prop_kind::forward_training, act.backward, md, act.alpha, 0.f}, cpu_engine());
+  dnnl::eltwise_backward::primitive_desc pd({act.backward, md, md, act.alpha, 0.f}, default_attr(),
+                                            cpu_engine(), hint);
+  return BoundPrimitive(dnnl::eltwise_backward(pd), {{DNNL_ARG_DST, top.data},
+                                                     {DNNL_ARG_DIFF_DST, top.diff},
+                                                     {DNNL_ARG_DIFF_SRC, top.diff},
+                                                     {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd)}});
+}
+
 std::optional<Activation> activation_of(const LayerSpec& spec) {
   using A = dnnl::algorithm;
   const std::string& t = spec.type();

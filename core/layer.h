@@ -16,6 +16,7 @@
 #include "core/blob.h"
 #include "core/dptrain.pb.h"
 #include "core/param_store.h"
+#include "core/primitive.h"
 
 namespace dptrain {
 
@@ -107,6 +108,10 @@ class SetupContext {
   std::string layer_name_;
   Pending pending_;
 };
+
+// The gradient of an activation fused into the layer that writes `top`,
+// from the activated output alone, in place on the top's gradient.
+BoundPrimitive fused_activation_backward(const Activation& act, const Blob& top, SetupContext& ctx);
 
 class Layer {
  public:

@@ -74,11 +74,13 @@ std::map<std::string, int> count_consumers(const std::vector<Node>& nodes) {
   return count;
 }
 
-bool can_fuse(const std::string& producer, const Activation& act) {
-  if (producer == "Convolution" || producer == "Deconvolution" || producer == "InnerProduct")
-    return true;
+bool can_fuse(const LayerSpec& producer, const Activation& act) {
+  const std::string& t = producer.type();
+  if (t == "Convolution" || t == "Deconvolution" || t == "InnerProduct") return true;
+  // oneDNN's binary add takes an activation post-op; its sum does not.
+  if (t == "Add") return producer.bottom_size() == 2;
   // oneDNN's batch normalization folds in a plain ReLU only.
-  return producer == "BatchNorm" && act.type == "ReLU";
+  return t == "BatchNorm" && act.type == "ReLU";
 }
 
 // Folds activations into their producers and drops a Flatten in front of an
@@ -96,7 +98,7 @@ std::vector<Node> fuse(std::vector<Node> nodes) {
                                  [&](const Node& p) { return p.spec.top() == in; });
     if (producer == nodes.begin() + static_cast<long>(j) || consumers[in] != 1) continue;
     if (act) {
-      if (producer->fused || !can_fuse(producer->spec.type(), *act)) continue;
+      if (producer->fused || !can_fuse(producer->spec, *act)) continue;
       producer->fused = act;
       producer->spec.set_top(n.spec.top());
       nodes.erase(nodes.begin() + static_cast<long>(j));

@@ -2,7 +2,12 @@
 // connections). Forward is one oneDNN sum into the first bottom's layout;
 // backward hands the top's gradient to every bottom that needs one,
 // reordered into that bottom's layout. The first bottom that needs one, in
-// the top's layout, has the top's gradient as its own: a copy fewer.
+// the top's layout, has the top's gradient as its own: a copy fewer. An
+// activation after an Add of two (ResNet's ReLU) is fused into it: the sum
+// becomes oneDNN's binary add with the activation as a post-op, one pass
+// instead of two, and its gradient is taken in place on the top's.
+#include <optional>
+
 #include "core/engine.h"
 #include "core/error.h"
 #include "core/layer.h"
@@ -41,21 +46,37 @@ class AddLayer : public Layer {
       inputs_.push_back(Relayout::input(b->data, first.desc()));
       srcs.push_back(first.desc());
     }
-    const std::vector<float> scales(bottoms.size(), 1.f);
-    const dnnl::sum::primitive_desc pd(first.desc(), scales, srcs, cpu_engine(), default_attr());
+    const memory::desc dst = first.desc();
     const Blob* shared = nullptr;
     for (const Blob* b : bottoms) {
-      if (!shared && b->needs_grad && b->diff && b->diff.get_desc() == pd.dst_desc()) shared = b;
+      if (!shared && b->needs_grad && b->diff && b->diff.get_desc() == dst) shared = b;
     }
-    ctx.define_top(top, pd.dst_desc(), shared);
-    std::vector<std::pair<int, memory>> args;
-    for (size_t i = 0; i < bottoms.size(); ++i) {
-      args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), inputs_[i].memory());
+    ctx.define_top(top, dst, shared);
+    if (activation_) {
+      dnnl::post_ops ops;
+      ops.append_eltwise(1.f, activation_->forward, activation_->alpha, 0.f);
+      dnnl::primitive_attr attr = default_attr();
+      attr.set_post_ops(ops);
+      const dnnl::binary::primitive_desc pd({dnnl::algorithm::binary_add, dst, dst, dst}, attr,
+                                            cpu_engine());
+      forward_ = BoundPrimitive(dnnl::binary(pd), {{DNNL_ARG_SRC_0, inputs_[0].memory()},
+                                                   {DNNL_ARG_SRC_1, inputs_[1].memory()},
+                                                   {DNNL_ARG_DST, top->data},
+                                                   {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd)}});
+      describe_ = "binary " + std::string(pd.impl_info_str());
+      if (top->diff) activation_backward_ = fused_activation_backward(*activation_, *top, ctx);
+    } else {
+      const std::vector<float> scales(bottoms.size(), 1.f);
+      const dnnl::sum::primitive_desc pd(dst, scales, srcs, cpu_engine(), default_attr());
+      std::vector<std::pair<int, memory>> args;
+      for (size_t i = 0; i < bottoms.size(); ++i) {
+        args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), inputs_[i].memory());
+      }
+      args.emplace_back(DNNL_ARG_DST, top->data);
+      args.emplace_back(DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd));
+      forward_ = BoundPrimitive(dnnl::sum(pd), std::move(args));
+      describe_ = "sum " + std::string(pd.impl_info_str());
     }
-    args.emplace_back(DNNL_ARG_DST, top->data);
-    args.emplace_back(DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd));
-    forward_ = BoundPrimitive(dnnl::sum(pd), std::move(args));
-    describe_ = "sum " + std::string(pd.impl_info_str());
     for (const Blob* b : bottoms) {
       if (b->needs_grad && b->diff.get() != top->diff.get()) {
         backward_.push_back(make_reorder(top->diff, b->diff));
@@ -68,13 +89,22 @@ class AddLayer : public Layer {
     forward_.run();
   }
   void backward() override {
+    if (activation_backward_) activation_backward_.run();
     for (const BoundPrimitive& copy : backward_) copy.run();
+  }
+  bool fuse_activation(const Activation& act) override {
+    if (spec_.bottom_size() != 2) return false;
+    activation_ = act;
+    fused_ = act.type;
+    return true;
   }
   std::string describe() const override { return describe_; }
   bool backward_reads_bottoms() const override { return false; }
-  bool backward_reads_top() const override { return false; }
+  bool backward_reads_top() const override { return activation_.has_value(); }
 
  private:
+  std::optional<Activation> activation_;
+  BoundPrimitive activation_backward_;
   std::vector<Relayout> inputs_;
   BoundPrimitive forward_;
   std::vector<BoundPrimitive> backward_;

@@ -50,22 +50,7 @@ void WeightedLayer::bind(Blob& bottom, Blob* top, SetupContext& ctx, const Primi
   describe_ = "fwd " + std::string(fwd.impl_info_str()) + " src " + layout_name(fwd.src_desc()) +
               " wei " + layout_name(fwd.weights_desc());
 
-  if (activation_) {
-    // The fused activation's gradient, from the activated output alone, in
-    // place on the top's gradient.
-    const memory::desc md = top->desc();
-    dnnl::eltwise_forward::primitive_desc hint(
-        {dnnl::prop_kind::forward_training, activation_->backward, md, activation_->alpha, 0.f},
-        cpu_engine());
-    dnnl::eltwise_backward::primitive_desc pd(
-        {activation_->backward, md, md, activation_->alpha, 0.f}, default_attr(), cpu_engine(),
-        hint);
-    activation_backward_ =
-        BoundPrimitive(dnnl::eltwise_backward(pd), {{DNNL_ARG_DST, top->data},
-                                                    {DNNL_ARG_DIFF_DST, top->diff},
-                                                    {DNNL_ARG_DIFF_SRC, top->diff},
-                                                    {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd)}});
-  }
+  if (activation_) activation_backward_ = fused_activation_backward(*activation_, *top, ctx);
 
   const auto& bww = pds.backward_weights;
   bww_src_ = Relayout::input(src_.memory(), bww.src_desc());

@@ -741,19 +741,25 @@ TEST(AddTest, ResidualBlockWithSplit) {
 
 // The gradients the Add and the Split share storage with (the Add's top's
 // is its first bottom's, the first branch's is the blob's) pass through
-// BatchNorms, whose backward overwrites the gradient it reads.
-TEST(AddTest, ResidualBlockWithBatchNormOnBothPaths) {
+// BatchNorms, whose backward overwrites the gradient it reads; the ReLU
+// after the first Add is fused into it, its gradient taken in place.
+TEST(AddTest, ResidualBlockWithBatchNormOnBothPathsAndAFusedRelu) {
   Harness h(
       "layer { name: 'conv' type: 'Convolution' convolution { num_output: 4 kernel_size: 3 pad: 1 "
       "bias: false } }\n"
       "layer { name: 'bn_a' type: 'BatchNorm' }\n"
       "layer { name: 'bn_b' type: 'BatchNorm' bottom: 'pre' }\n"
       "layer { name: 'sum' type: 'Add' bottom: 'bn_a' bottom: 'bn_b' }\n"
-      "layer { name: 'conv2' type: 'Convolution' bottom: 'sum' convolution { num_output: 4 "
-      "kernel_size: 1 } }\n"
-      "layer { name: 'out' type: 'Add' bottom: 'conv2' bottom: 'sum' }",
+      "layer { name: 'relu' type: 'ReLU' }\n"
+      "layer { name: 'conv2' type: 'Convolution' convolution { num_output: 4 kernel_size: 1 } }\n"
+      "layer { name: 'out' type: 'Add' bottom: 'conv2' bottom: 'relu' }",
       {4, 4, 5, 5});
+  EXPECT_EQ(h.layer("sum").fused(), "ReLU");
   h.loss();
+  const auto a = h.data("bn_a"), b = h.data("bn_b");
+  std::vector<float> want(a.size());
+  for (size_t i = 0; i < a.size(); ++i) want[i] = std::max(a[i] + b[i], 0.f);
+  expect_near_all(h.data("relu"), want, 1e-6, "relu");
   expect_gradients_match(h);
 }
 
