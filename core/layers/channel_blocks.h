@@ -26,6 +26,8 @@ struct ChannelBlocks {
   }
   // Real channels in block `b` (fewer than `block` in a padded last one).
   int64_t width(int64_t b) const { return b + 1 < blocks ? block : channels - b * block; }
+  // Elements of the tensor, the padded lanes of a last block included.
+  int64_t elements() const { return samples * blocks * pixels * block; }
 };
 
 // Which of the layouts the loops read `md` is in (nChw16c, nChw8c or nhwc,

@@ -44,9 +44,7 @@ struct MaxPoolLoops {
     return p;
   }
   // Bytes of `where`: one per element of dst, its padded lanes included.
-  size_t where_size() const {
-    return static_cast<size_t>(out.samples * out.blocks * out.pixels * out.block);
-  }
+  size_t where_size() const { return static_cast<size_t>(out.elements()); }
 
   dnnl::memory::desc dst;
   ChannelBlocks in, out;
@@ -143,28 +141,44 @@ struct MaxPoolLoops {
   void backward(const T* dy, const uint8_t* where, T* dx) const {
     const int64_t lanes = L > 0 ? L : in.block;
     if (!covers_input) {
-      std::memset(dx, 0,
-                  static_cast<size_t>(in.samples * in.blocks * in.pixels * lanes) * sizeof(T));
+      std::memset(dx, 0, static_cast<size_t>(in.elements()) * sizeof(T));
     }
     each_place([&](int64_t o, int64_t i, uint8_t at, bool) {
       route(dy + o, where + o, at, dx + i, lanes);
     });
   }
 
-  template <class T>
-  void forward(const T* x, T* y, uint8_t* where) const {
-    KernelTimer timer;
-    if (in.block == 16) return forward<T, 16>(x, y, where);
-    if (in.block == 8) return forward<T, 8>(x, y, where);
-    forward<T, 0>(x, y, where);
+  // Calls f(T{}, std::integral_constant<int, L>{}) for dst's data type (T:
+  // float, or uint16_t for bf16) and the lanes per block.
+  template <class F>
+  void typed(F f) const {
+    auto with_lanes = [&](auto type) {
+      if (in.block == 16) return f(type, std::integral_constant<int, 16>{});
+      if (in.block == 8) return f(type, std::integral_constant<int, 8>{});
+      f(type, std::integral_constant<int, 0>{});
+    };
+    if (dst.data_type() == dnnl::memory::data_type::bf16) {
+      with_lanes(uint16_t{});
+    } else {
+      with_lanes(float{});
+    }
   }
 
-  template <class T>
-  void backward(const T* dy, const uint8_t* where, T* dx) const {
+  // x in src's layout, y and where in dst's, of dst's data type.
+  void forward(const void* x, void* y, uint8_t* where) const {
     KernelTimer timer;
-    if (in.block == 16) return backward<T, 16>(dy, where, dx);
-    if (in.block == 8) return backward<T, 8>(dy, where, dx);
-    backward<T, 0>(dy, where, dx);
+    typed([&](auto type, auto lanes) {
+      using T = decltype(type);
+      forward<T, decltype(lanes)::value>(static_cast<const T*>(x), static_cast<T*>(y), where);
+    });
+  }
+
+  void backward(const void* dy, const uint8_t* where, void* dx) const {
+    KernelTimer timer;
+    typed([&](auto type, auto lanes) {
+      using T = decltype(type);
+      backward<T, decltype(lanes)::value>(static_cast<const T*>(dy), where, static_cast<T*>(dx));
+    });
   }
 };
 

@@ -102,13 +102,7 @@ class PoolingLayer : public Layer {
       return;
     }
     cpu_stream().wait();
-    if (bf16_) {
-      loops_->forward(static_cast<const uint16_t*>(bottom_data_.get_data_handle()),
-                      static_cast<uint16_t*>(top_->data.get_data_handle()), where_.data());
-    } else {
-      loops_->forward(static_cast<const float*>(bottom_data_.get_data_handle()), top_->data_ptr(),
-                      where_.data());
-    }
+    loops_->forward(bottom_data_.get_data_handle(), top_->data.get_data_handle(), where_.data());
   }
   void backward() override {
     if (!loops_) {
@@ -117,13 +111,7 @@ class PoolingLayer : public Layer {
       return;
     }
     cpu_stream().wait();
-    void* dx = bottom_diff_.get_data_handle();
-    if (bf16_) {
-      loops_->backward(static_cast<const uint16_t*>(top_->diff.get_data_handle()), where_.data(),
-                       static_cast<uint16_t*>(dx));
-    } else {
-      loops_->backward(top_->diff_ptr(), where_.data(), static_cast<float*>(dx));
-    }
+    loops_->backward(top_->diff.get_data_handle(), where_.data(), bottom_diff_.get_data_handle());
   }
   std::string describe() const override { return describe_; }
   // Max pooling's backward needs only the workspace, average pooling nothing.
@@ -159,7 +147,6 @@ class PoolingLayer : public Layer {
                         {loops.k, loops.k}, loops.pad, pad_r);
     loops_ = loops;
     where_.assign(loops.where_size(), 0);
-    bf16_ = bottom.desc().data_type() == memory::data_type::bf16;
     bottom_data_ = bottom.data;
     bottom_diff_ = bottom.diff;
     top_ = top;
@@ -168,7 +155,6 @@ class PoolingLayer : public Layer {
 
   std::optional<MaxPoolLoops> loops_;
   std::vector<uint8_t> where_;
-  bool bf16_ = false;
   memory bottom_data_, bottom_diff_;
   Blob* top_ = nullptr;
   memory workspace_;

@@ -90,17 +90,8 @@ TEST_P(MaxPoolLoopsTest, ForwardAndBackwardMatchThePlainReference) {
   copy(plain(loops->dst.dims(), dy), diff_dst);
   std::memset(diff_src.get_data_handle(), 0x5a, src_desc.get_size());  // stale bytes
   std::vector<uint8_t> where(loops->where_size());
-  if (c.type == dt::bf16) {
-    loops->forward(static_cast<const uint16_t*>(src.get_data_handle()),
-                   static_cast<uint16_t*>(dst.get_data_handle()), where.data());
-    loops->backward(static_cast<const uint16_t*>(diff_dst.get_data_handle()), where.data(),
-                    static_cast<uint16_t*>(diff_src.get_data_handle()));
-  } else {
-    loops->forward(static_cast<const float*>(src.get_data_handle()),
-                   static_cast<float*>(dst.get_data_handle()), where.data());
-    loops->backward(static_cast<const float*>(diff_dst.get_data_handle()), where.data(),
-                    static_cast<float*>(diff_src.get_data_handle()));
-  }
+  loops->forward(src.get_data_handle(), dst.get_data_handle(), where.data());
+  loops->backward(diff_dst.get_data_handle(), where.data(), diff_src.get_data_handle());
   std::vector<float> y(want_y.size()), dx(want_dx.size());
   copy(dst, plain(loops->dst.dims(), y));
   copy(diff_src, plain(src_desc.dims(), dx));
