@@ -63,8 +63,10 @@ std::unique_ptr<NetUnderTest> build(const std::string& name, const TrainSpec& sp
   return t;
 }
 
-// Whether layer's backward overwrites the gradient it reads (BatchNorm's
-// runs in place): each of its timed calls then starts from a fresh copy.
+// Whether the layer's top gradient is also a bottom's (BatchNorm's, an
+// Add's, a Split's first branch's): its backward may overwrite the
+// gradient it reads (BatchNorm's and a fused activation's do), so each
+// timed call starts from a fresh copy.
 bool backward_in_place(const Net& net, const Layer& layer) {
   const Blob& top = net.blob(layer.top_name());
   if (!top.diff) return false;
