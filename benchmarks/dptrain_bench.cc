@@ -81,6 +81,9 @@ int main(int argc, char** argv) {
   throughput->add_option("--batch", tp.batch, "batch per rank (default: the config's)")
       ->check(CLI::Range(1, 65536));
   throughput->add_flag("--bf16", tp.bf16, "precision: BF16 (refused on a CPU without bf16)");
+  throughput->add_option("--set", tp.sets,
+                         "PATH=VALUE config override for every run, as dptrain train's (repeat "
+                         "for more), e.g. net.convolution_algorithm=DIRECT");
   throughput->add_option("--out", tp.out, "folder for throughput.{json,csv,svg} (bench-results)");
 
   dptrain::bench::ScalingOptions sc;

@@ -56,14 +56,15 @@ double peak_gflops(const std::string& precision, int threads) {
 int throughput(const ThroughputOptions& o) {
   const std::string precision = o.bf16 ? "bf16" : "fp32";
   Table table("throughput",
-              {"config", "precision", "ranks", "threads", "batch/rank", "train img/s",
-               "infer img/s", "GFLOP/s", "of peak", "step ms", "framework share"},
+              {"config", "precision", "convolutions", "ranks", "threads", "batch/rank",
+               "train img/s", "infer img/s", "GFLOP/s", "of peak", "step ms", "framework share"},
               "train img/s",
               "each run: " + std::to_string(o.steps) +
                   " steps of dptrain train under mpirun, the second half timed (whole steps, "
                   "allreduce and update included); inference: the test pass after them; "
                   "GFLOP/s: 2 x multiply-adds of every convolution and inner product, forward, "
-                  "backward-data and backward-weights, over the step; peak: dptrain-bench "
+                  "backward-data and backward-weights, over the step (Winograd's too, so its "
+                  "share of peak can pass 1); peak: dptrain-bench "
                   "peak's best " +
                   precision +
                   " kernel at ranks x threads threads; framework share: of the step, "
@@ -71,7 +72,10 @@ int throughput(const ThroughputOptions& o) {
                   "wait; (over) = more threads than " +
                   std::to_string(cores()) + " cores");
   for (const std::string& config : o.configs) {
-    const TrainSpec spec = load_train_spec(config);
+    TrainSpec spec = load_train_spec(config);
+    for (const std::string& set : o.sets) apply_override(&spec, set);
+    const std::string convolutions =
+        spec.net().convolution_algorithm() == WINOGRAD ? "winograd" : "direct";
     const int batch = o.batch > 0 ? o.batch : static_cast<int>(spec.data().batch_size());
     for (int ranks : o.ranks) {
       for (int threads : o.threads) {
@@ -80,6 +84,7 @@ int throughput(const ThroughputOptions& o) {
         l.sets.push_back("data.test_limit=" + std::to_string(std::max(8 * batch * ranks, 512)));
         l.sets.push_back("runtime.eval_every_epochs=1");
         if (o.bf16) l.sets.push_back("precision=BF16");
+        l.sets.insert(l.sets.end(), o.sets.begin(), o.sets.end());
         const Outcome run = run_one(l, scratch_dir(o.out, "throughput"));
         const MetricsRecord& train = last_record(run, "train");
         const MetricsRecord& eval = last_record(run, "eval");
@@ -96,10 +101,11 @@ int throughput(const ThroughputOptions& o) {
               std::min(test_images, static_cast<double>(spec.data().synthetic().test_size()));
         }
         table.add(
-            {std::filesystem::path(config).stem().string(), precision, std::to_string(ranks),
-             std::to_string(threads) + (used > cores() ? " (over)" : ""), std::to_string(batch),
-             fixed(images / (t.step_ms() / 1e3), 1), fixed(test_images / eval.eval_seconds(), 1),
-             fixed(gflops, 1), peak > 0 ? fixed(gflops / peak, 3) : "n/a", fixed(t.step_ms(), 2),
+            {std::filesystem::path(config).stem().string(), precision, convolutions,
+             std::to_string(ranks), std::to_string(threads) + (used > cores() ? " (over)" : ""),
+             std::to_string(batch), fixed(images / (t.step_ms() / 1e3), 1),
+             fixed(test_images / eval.eval_seconds(), 1), fixed(gflops, 1),
+             peak > 0 ? fixed(gflops / peak, 3) : "n/a", fixed(t.step_ms(), 2),
              fixed(1 - (t.primitives_ms() + t.optimizer_ms() + t.allreduce_wait_ms()) / t.step_ms(),
                    3)});
       }

@@ -13,8 +13,9 @@ struct ThroughputOptions {
   std::vector<int> ranks{1, 2};
   std::vector<int> threads{1, 2};
   int steps = 100;
-  int batch = 0;      // per rank; 0: the config's batch_size
-  bool bf16 = false;  // precision: BF16 (where the CPU has it)
+  int batch = 0;                  // per rank; 0: the config's batch_size
+  bool bf16 = false;              // precision: BF16 (where the CPU has it)
+  std::vector<std::string> sets;  // --set PATH=VALUE, for every run
   std::string out;
 };
 int throughput(const ThroughputOptions& o);

@@ -44,6 +44,8 @@ struct NetState {
   // (f32, or bf16 with precision BF16); master weights and gradients of
   // parameters are always f32.
   dnnl::memory::data_type compute_type = dnnl::memory::data_type::f32;
+  // net.convolution_algorithm is WINOGRAD.
+  bool winograd = false;
   uint64_t seed = 0;
   int64_t step = 0;           // the optimizer step: keys dropout masks
   int64_t sample_offset = 0;  // position of the batch's first sample in the

@@ -244,6 +244,7 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
     }
     state_.compute_type = dt::bf16;
   }
+  state_.winograd = spec.convolution_algorithm() == WINOGRAD;
   state_.seed = seed;
   state_.valid = input_dims[0];
   state_.replica_reducer = replica_reducer;

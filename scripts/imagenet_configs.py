@@ -14,7 +14,9 @@ import os
 
 HEADER = """# {title}: written by scripts/imagenet_configs.py (edit that, not this).
 # 224 x 224 x 3 synthetic images of 1000 classes, the shape scaling studies
-# use; layer for layer as torchvision's {torch_name}.
+# use; layer for layer as torchvision's {torch_name}. Its 3x3 stride-1
+# convolutions run oneDNN's Winograd kernels where it has them (AVX-512);
+# --set net.convolution_algorithm=DIRECT for the direct ones.
 name: "{name}"
 data {{
   format: SYNTHETIC
@@ -22,6 +24,7 @@ data {{
   synthetic {{ train_size: 512 test_size: 64 channels: 3 height: 224 width: 224 classes: 1000 }}
 }}
 net {{
+  convolution_algorithm: WINOGRAD
 """
 FOOTER = """}
 solver {

@@ -47,15 +47,21 @@ class ConvolutionLayer : public WeightedLayer {
     // and applied to the f32 master weights.
     const memory::desc any_dw(wdims, dt::f32, tag::any);
     const memory::desc b = p.bias() ? memory::desc({oc}, dt::f32, tag::a) : memory::desc();
-    const auto algo = dnnl::algorithm::convolution_direct;
     const auto attr = forward_attr();
     auto& eng = cpu_engine();
+    using alg = dnnl::algorithm;
+    const alg direct = alg::convolution_direct, winograd = alg::convolution_winograd;
+    // Winograd pads channels to its block of 16: with VGG's 3 input
+    // channels it was 8x slower than direct.
+    const bool try_winograd = ctx.state().winograd && act == dt::f32 && k == 3 && s == 1 &&
+                              dil == 1 && g == 1 && ic % 16 == 0 && oc % 16 == 0;
 
     // Prefer the layouts already in play (the bottom's for the input, the
-    // forward's for backward) so that no reorder runs per step.
+    // forward's for backward) so that no reorder runs per step; Winograd
+    // before direct where asked for, each pass falling back on its own.
     using Fwd = dnnl::convolution_forward;
-    auto fwd_with = [&](const memory::desc& src) {
-      return [&, src] {
+    auto fwd_with = [&](alg algo, const memory::desc& src) {
+      return [&, algo, src] {
         return Fwd::primitive_desc({dnnl::prop_kind::forward_training, algo, src, any_w, b, any_dst,
                                     strides, dilates, pad_l, pad_r},
                                    attr, eng);
@@ -64,13 +70,23 @@ class ConvolutionLayer : public WeightedLayer {
     // In bf16 oneDNN's AMX kernels want channels-last, which only a free
     // choice of layout gets: offered the bottom's blocked layout, it takes
     // an AVX512-BF16 kernel slower than fp32's (convbn_fmnist's conv2: 13x).
-    const auto fwd = act == dt::bf16 ? first_fast<Fwd::primitive_desc>(fwd_with(any_src))
-                                     : first_fast<Fwd::primitive_desc>(fwd_with(bottom.desc()),
-                                                                       fwd_with(any_src));
+    const auto fwd = act == dt::bf16 ? first_fast<Fwd::primitive_desc>(fwd_with(direct, any_src))
+                     : try_winograd
+                         ? first_fast<Fwd::primitive_desc>(
+                               fwd_with(winograd, bottom.desc()), fwd_with(winograd, any_src),
+                               fwd_with(direct, bottom.desc()), fwd_with(direct, any_src))
+                         : first_fast<Fwd::primitive_desc>(fwd_with(direct, bottom.desc()),
+                                                           fwd_with(direct, any_src));
+    // The backward passes try Winograd only where the forward got it.
+    const alg first =
+        try_winograd && std::string(fwd.impl_info_str()).find("wino") != std::string::npos
+            ? winograd
+            : direct;
 
     using Bww = dnnl::convolution_backward_weights;
-    auto bww_with = [&](const memory::desc& src, const memory::desc& w, const memory::desc& dst) {
-      return [&, src, w, dst] {
+    auto bww_with = [&](alg algo, const memory::desc& src, const memory::desc& w,
+                        const memory::desc& dst) {
+      return [&, algo, src, w, dst] {
         return Bww::primitive_desc({algo, src, w, b, dst, strides, dilates, pad_l, pad_r},
                                    default_attr(), eng, fwd);
       };
@@ -84,27 +100,30 @@ class ConvolutionLayer : public WeightedLayer {
     const memory::desc nhwc_dst({n, oc, oh, ow}, act, tag::nhwc);
     const bool few_channels = ic / g < 8 && !has_avx512_core();
     const memory::desc fwd_dw = with_type(fwd.weights_desc(), dt::f32);
-    const auto bww =
-        few_channels
-            ? first_fast<Bww::primitive_desc>(bww_with(nhwc_src, any_dw, nhwc_dst),
-                                              bww_with(fwd.src_desc(), fwd_dw, fwd.dst_desc()),
-                                              bww_with(any_src, any_dw, any_dst))
-            : first_fast<Bww::primitive_desc>(bww_with(fwd.src_desc(), fwd_dw, fwd.dst_desc()),
-                                              bww_with(any_src, any_dw, any_dst));
+    const auto bww = few_channels ? first_fast<Bww::primitive_desc>(
+                                        bww_with(direct, nhwc_src, any_dw, nhwc_dst),
+                                        bww_with(direct, fwd.src_desc(), fwd_dw, fwd.dst_desc()),
+                                        bww_with(direct, any_src, any_dw, any_dst))
+                                  : first_fast<Bww::primitive_desc>(
+                                        bww_with(first, fwd.src_desc(), fwd_dw, fwd.dst_desc()),
+                                        bww_with(first, any_src, any_dw, any_dst),
+                                        bww_with(direct, fwd.src_desc(), fwd_dw, fwd.dst_desc()),
+                                        bww_with(direct, any_src, any_dw, any_dst));
 
     dnnl::primitive_desc bwd;
     if (bottom.needs_grad) {
       using Bwd = dnnl::convolution_backward_data;
-      auto bwd_with = [&](const memory::desc& src, const memory::desc& dst) {
-        return [&, src, dst] {
+      auto bwd_with = [&](alg algo, const memory::desc& src, const memory::desc& dst) {
+        return [&, algo, src, dst] {
           return Bwd::primitive_desc({algo, src, any_w, dst, strides, dilates, pad_l, pad_r},
                                      default_attr(), eng, fwd);
         };
       };
       // (bf16: the forward's own layouts, the ones AMX took.)
+      const memory::desc& grad_src = act == dt::bf16 ? fwd.src_desc() : bottom.desc();
       bwd = first_fast<Bwd::primitive_desc>(
-          bwd_with(act == dt::bf16 ? fwd.src_desc() : bottom.desc(), fwd.dst_desc()),
-          bwd_with(any_src, any_dst));
+          bwd_with(first, grad_src, fwd.dst_desc()), bwd_with(first, any_src, any_dst),
+          bwd_with(direct, grad_src, fwd.dst_desc()), bwd_with(direct, any_src, any_dst));
     }
     const ParamInit init{ParamInit::Kind::kRandom, p.weight_init(), ic / g * k * k, oc / g * k * k};
     bind(bottom, top, ctx, {fwd, bww, bwd}, {wdims, dt::f32, g > 1 ? tag::goihw : tag::oihw},

@@ -103,7 +103,8 @@ TEST(DptrainBench, ThroughputTimesTrainingRunsPerRankCount) {
   ASSERT_EQ(t.row_size(), 2);
   for (int i = 0; i < 2; ++i) {
     EXPECT_EQ(t.row(i).cell(0), "lenet5_fmnist");
-    EXPECT_EQ(t.row(i).cell(2), std::to_string(i + 1));
+    EXPECT_EQ(t.row(i).cell(2), "direct");
+    EXPECT_EQ(t.row(i).cell(3), std::to_string(i + 1));
     EXPECT_GT(cell(t, i, "train img/s"), 0);
     EXPECT_GT(cell(t, i, "infer img/s"), 0);
     EXPECT_GT(cell(t, i, "of peak"), 0);
@@ -111,6 +112,24 @@ TEST(DptrainBench, ThroughputTimesTrainingRunsPerRankCount) {
     EXPECT_GT(cell(t, i, "framework share"), 0);
     EXPECT_LT(cell(t, i, "framework share"), 1);
   }
+}
+
+TEST(DptrainBench, ThroughputPassesEachSetOnToEveryRunAndRejectsABadOne) {
+  if (kBench.empty()) GTEST_SKIP() << "benchmarks not built (DPTRAIN_BUILD_BENCHMARKS=OFF)";
+  TempDir dir;
+  const std::string base = kMpiAsRoot + kBench + " throughput " + kLenet +
+                           " --ranks 1 --threads 1 --steps 4 --batch 16 --out " + (dir / "out");
+  const auto r = run_command(base + " --set net.convolution_algorithm=WINOGRAD");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const BenchTable t = read_table(dir / "out/throughput.json");
+  ASSERT_EQ(t.row_size(), 1);
+  EXPECT_EQ(t.row(0).cell(2), "winograd");
+  EXPECT_THAT(slurp(dir.path() / "out/throughput-runs/run0/config.textproto"),
+              HasSubstr("convolution_algorithm: WINOGRAD"));
+
+  const auto bad = run_command(base + " --set net.no_such_field=1");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.output, HasSubstr("net.no_such_field"));
 }
 
 TEST(DptrainBench, ScalingReportsEachSetupWithTheModelBesideIt) {

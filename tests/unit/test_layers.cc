@@ -45,6 +45,7 @@ struct ConvCase {
   dims input;
   ConvShape conv;
   bool bias = true;
+  bool winograd = false;  // net.convolution_algorithm: WINOGRAD
 };
 
 void PrintTo(const ConvCase& c, std::ostream* os) { *os << c.name; }
@@ -59,7 +60,20 @@ TEST_P(ConvolutionTest, ForwardMatchesReferenceAndGradientsMatchFiniteDifference
       " kernel_size: " + std::to_string(p.k) + " stride: " + std::to_string(p.stride) +
       " pad: " + std::to_string(p.pad) + " dilation: " + std::to_string(p.dilation) +
       " group: " + std::to_string(p.group) + " bias: " + (c.bias ? "true" : "false") + " } }";
-  Harness h(layer, c.input);
+  Harness h((c.winograd ? "convolution_algorithm: WINOGRAD\n" : "") + layer, c.input);
+  if (c.winograd) {
+    // oneDNN has Winograd kernels (for all three passes) on AVX-512 only;
+    // elsewhere, and off 3x3 stride 1, every pass falls back to direct.
+    std::string d;
+    for (const auto& l : h.net().layers())
+      if (l->name() == "conv") d = l->describe();
+    const bool eligible = p.k == 3 && p.stride == 1 && p.dilation == 1 && p.group == 1 &&
+                          c.input[1] % 16 == 0 && p.oc % 16 == 0;
+    const size_t passes = eligible && has_avx512_core() ? 3 : 0;
+    size_t found = 0;
+    for (size_t at = d.find("wino"); at != std::string::npos; at = d.find("wino", at + 1)) ++found;
+    EXPECT_EQ(found, passes) << d;
+  }
   auto w = h.weights();
   // A non-zero bias, so that it shows in the forward check.
   if (c.bias) {
@@ -79,14 +93,19 @@ TEST_P(ConvolutionTest, ForwardMatchesReferenceAndGradientsMatchFiniteDifference
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, ConvolutionTest,
-    ::testing::Values(ConvCase{"basic3x3pad1", {2, 3, 5, 5}, {4, 3, 1, 1}},
-                      ConvCase{"stride2", {2, 3, 7, 6}, {5, 3, 2, 1}},
-                      ConvCase{"dilation2", {2, 2, 7, 7}, {3, 3, 1, 2, 2}},
-                      ConvCase{"groups2", {2, 4, 5, 5}, {6, 3, 1, 1, 1, 2}},
-                      ConvCase{"depthwise", {2, 4, 5, 5}, {4, 3, 1, 1, 1, 4}},
-                      ConvCase{"depthwise_multiplier2", {2, 3, 5, 5}, {6, 3, 1, 0, 1, 3}},
-                      ConvCase{"no_bias", {2, 3, 5, 5}, {4, 3, 1, 1}, false},
-                      ConvCase{"blocked16", {2, 16, 4, 4}, {16, 3, 1, 1}}),
+    ::testing::Values(
+        ConvCase{"basic3x3pad1", {2, 3, 5, 5}, {4, 3, 1, 1}},
+        ConvCase{"stride2", {2, 3, 7, 6}, {5, 3, 2, 1}},
+        ConvCase{"dilation2", {2, 2, 7, 7}, {3, 3, 1, 2, 2}},
+        ConvCase{"groups2", {2, 4, 5, 5}, {6, 3, 1, 1, 1, 2}},
+        ConvCase{"depthwise", {2, 4, 5, 5}, {4, 3, 1, 1, 1, 4}},
+        ConvCase{"depthwise_multiplier2", {2, 3, 5, 5}, {6, 3, 1, 0, 1, 3}},
+        ConvCase{"no_bias", {2, 3, 5, 5}, {4, 3, 1, 1}, false},
+        ConvCase{"blocked16", {2, 16, 4, 4}, {16, 3, 1, 1}},
+        ConvCase{"winograd", {2, 16, 9, 7}, {32, 3, 1, 1}, true, true},
+        ConvCase{"winograd_no_bias", {2, 32, 6, 6}, {16, 3, 1, 0}, false, true},
+        ConvCase{"winograd_falls_back_on_stride2", {2, 16, 7, 7}, {16, 3, 2, 1}, true, true},
+        ConvCase{"winograd_falls_back_on_3_channels", {2, 3, 6, 6}, {16, 3, 1, 1}, true, true}),
     [](const auto& tp) { return tp.param.name; });
 
 // ---- Pooling ----------------------------------------------------------------
