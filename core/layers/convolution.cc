@@ -70,18 +70,15 @@ class ConvolutionLayer : public WeightedLayer {
     // In bf16 oneDNN's AMX kernels want channels-last, which only a free
     // choice of layout gets: offered the bottom's blocked layout, it takes
     // an AVX512-BF16 kernel slower than fp32's (convbn_fmnist's conv2: 13x).
-    const auto fwd = act == dt::bf16 ? first_fast<Fwd::primitive_desc>(fwd_with(direct, any_src))
-                     : try_winograd
-                         ? first_fast<Fwd::primitive_desc>(
-                               fwd_with(winograd, bottom.desc()), fwd_with(winograd, any_src),
-                               fwd_with(direct, bottom.desc()), fwd_with(direct, any_src))
-                         : first_fast<Fwd::primitive_desc>(fwd_with(direct, bottom.desc()),
-                                                           fwd_with(direct, any_src));
+    const alg asked = try_winograd ? winograd : direct;
+    const auto fwd = act == dt::bf16
+                         ? first_fast<Fwd::primitive_desc>(fwd_with(direct, any_src))
+                         : first_fast<Fwd::primitive_desc>(
+                               fwd_with(asked, bottom.desc()), fwd_with(asked, any_src),
+                               fwd_with(direct, bottom.desc()), fwd_with(direct, any_src));
     // The backward passes try Winograd only where the forward got it.
     const alg first =
-        try_winograd && std::string(fwd.impl_info_str()).find("wino") != std::string::npos
-            ? winograd
-            : direct;
+        std::string(fwd.impl_info_str()).find("wino") != std::string::npos ? winograd : direct;
 
     using Bww = dnnl::convolution_backward_weights;
     auto bww_with = [&](alg algo, const memory::desc& src, const memory::desc& w,
