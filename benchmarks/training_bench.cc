@@ -54,7 +54,6 @@ double peak_gflops(const std::string& precision, int threads) {
 }  // namespace
 
 int throughput(const ThroughputOptions& o) {
-  const std::string precision = o.bf16 ? "bf16" : "fp32";
   Table table("throughput",
               {"config", "precision", "convolutions", "ranks", "threads", "batch/rank",
                "train img/s", "infer img/s", "GFLOP/s", "of peak", "step ms", "framework share"},
@@ -64,16 +63,18 @@ int throughput(const ThroughputOptions& o) {
                   "allreduce and update included); inference: the test pass after them; "
                   "GFLOP/s: 2 x multiply-adds of every convolution and inner product, forward, "
                   "backward-data and backward-weights, over the step (Winograd's too, so its "
-                  "share of peak can pass 1); peak: dptrain-bench "
-                  "peak's best " +
-                  precision +
-                  " kernel at ranks x threads threads; framework share: of the step, "
+                  "share of peak can pass 1); peak: dptrain-bench peak's best kernel of the "
+                  "run's precision at ranks x threads threads; framework share: of the step, "
                   "the time outside oneDNN primitives, the optimizer update and the allreduce "
                   "wait; (over) = more threads than " +
                   std::to_string(cores()) + " cores");
   for (const std::string& config : o.configs) {
+    // What each run resolves to: --bf16 first, then the --sets, in the
+    // order the runs get them.
     TrainSpec spec = load_train_spec(config);
+    if (o.bf16) apply_override(&spec, "precision=BF16");
     for (const std::string& set : o.sets) apply_override(&spec, set);
+    const std::string precision = spec.precision() == BF16 ? "bf16" : "fp32";
     const std::string convolutions =
         spec.net().convolution_algorithm() == WINOGRAD ? "winograd" : "direct";
     const int batch = o.batch > 0 ? o.batch : static_cast<int>(spec.data().batch_size());

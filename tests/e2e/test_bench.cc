@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "core/dptrain.pb.h"
+#include "core/engine.h"
 #include "tests/e2e/run_command.h"
 
 namespace dptrain::testing {
@@ -123,6 +124,7 @@ TEST(DptrainBench, ThroughputPassesEachSetOnToEveryRunAndRejectsABadOne) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const BenchTable t = read_table(dir / "out/throughput.json");
   ASSERT_EQ(t.row_size(), 1);
+  EXPECT_EQ(t.row(0).cell(1), "fp32");
   EXPECT_EQ(t.row(0).cell(2), "winograd");
   EXPECT_THAT(slurp(dir.path() / "out/throughput-runs/run0/config.textproto"),
               HasSubstr("convolution_algorithm: WINOGRAD"));
@@ -130,6 +132,26 @@ TEST(DptrainBench, ThroughputPassesEachSetOnToEveryRunAndRejectsABadOne) {
   const auto bad = run_command(base + " --set net.no_such_field=1");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.output, HasSubstr("net.no_such_field"));
+}
+
+// The precision column, and the peak a run is measured against, are the
+// run's own: a --set reaches them as it reaches the run.
+TEST(DptrainBench, ThroughputLabelsEachRunWithThePrecisionItRan) {
+  if (kBench.empty()) GTEST_SKIP() << "benchmarks not built (DPTRAIN_BUILD_BENCHMARKS=OFF)";
+  if (!has_bf16())
+    GTEST_SKIP() << "no bf16 kernels on this CPU (oneDNN runs " << effective_isa_name() << ")";
+  TempDir dir;
+  const auto r = run_command(kMpiAsRoot + kBench + " throughput " + kLenet +
+                             " --ranks 1 --threads 1 --steps 4 --batch 16 --set precision=BF16 "
+                             "--out " +
+                             (dir / "out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const BenchTable t = read_table(dir / "out/throughput.json");
+  ASSERT_EQ(t.row_size(), 1);
+  EXPECT_EQ(t.row(0).cell(1), "bf16");
+  EXPECT_GT(cell(t, 0, "of peak"), 0);
+  EXPECT_THAT(slurp(dir.path() / "out/throughput-runs/run0/config.textproto"),
+              HasSubstr("precision: BF16"));
 }
 
 TEST(DptrainBench, ScalingReportsEachSetupWithTheModelBesideIt) {
