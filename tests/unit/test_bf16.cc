@@ -121,11 +121,12 @@ TEST_F(Bf16Test, LossAndGradientsAgreeWithFp32ToBf16Precision) {
 
 TEST_F(Bf16Test, FitsABatchAsFp32Does) {
   // Fifty SGD steps on one batch take both from the untrained loss
-  // (about ln 10) to well below it; bf16's rounding leaves it behind fp32
-  // on so small a task (0.64 against 0.20 here), and within 0.1 point of
-  // it in test accuracy after an epoch of convbn_fmnist.
+  // (about 4.3) to well below it. The rate is one at which the loss falls
+  // smoothly: at 0.01 it first jumps to 6.4, and from there bf16's
+  // trajectory turned on how a kernel's threads split its sums (0.6 at
+  // one thread, 2.0 at two).
   SolverSpec solver;
-  solver.set_base_lr(0.01f);
+  solver.set_base_lr(0.003f);
   solver.set_momentum(0.9f);
   for (Precision p : {FP32, BF16}) {
     auto n = net(p);
@@ -139,7 +140,7 @@ TEST_F(Bf16Test, FitsABatchAsFp32Does) {
     }
     n->forward(true);
     EXPECT_GT(initial, 2.f) << Precision_Name(p);
-    EXPECT_LT(n->loss_layer().loss(), 0.4f * initial) << Precision_Name(p);
+    EXPECT_LT(n->loss_layer().loss(), 0.25f * initial) << Precision_Name(p);
   }
 }
 
