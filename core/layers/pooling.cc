@@ -150,7 +150,8 @@ class PoolingLayer : public Layer {
     bottom_data_ = bottom.data;
     bottom_diff_ = bottom.diff;
     top_ = top;
-    describe_ = "loop over " + layout_name(bottom.desc()) + " (inference " + inference + ")";
+    describe_ = "loop over " + layout_name(bottom.desc()) + ", " + pool_simd_name(loops.simd) +
+                " (inference " + inference + ")";
   }
 
   std::optional<MaxPoolLoops> loops_;

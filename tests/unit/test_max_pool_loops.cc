@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -29,6 +30,7 @@ struct Case {
   tag layout;
   dt type;
   Geometry g;
+  PoolSimd simd;
 };
 
 constexpr int64_t kN = 2, kC = 20;  // 20: the last block of 16 or 8 is padded
@@ -56,7 +58,7 @@ TEST_P(MaxPoolLoopsTest, ForwardAndBackwardMatchThePlainReference) {
   const Case& c = GetParam();
   const Geometry& g = c.g;
   const memory::desc src_desc({kN, kC, g.h, g.w}, c.type, c.layout);
-  const auto loops = MaxPoolLoops::plan(src_desc, g.k, g.s, g.pad);
+  const auto loops = MaxPoolLoops::plan(src_desc, g.k, g.s, g.pad, c.simd);
   ASSERT_TRUE(loops.has_value());
   const int64_t oh = (g.h + 2 * g.pad - g.k) / g.s + 1, ow = (g.w + 2 * g.pad - g.k) / g.s + 1;
   ASSERT_EQ(loops->dst.dims(), (memory::dims{kN, kC, oh, ow}));
@@ -106,9 +108,15 @@ std::vector<Case> cases() {
       {"kernel3", 6, 9, 3, 3, 0},
   };
   std::vector<Case> all;
-  for (tag t : {tag::nChw16c, tag::nChw8c, tag::nhwc}) {
-    for (dt type : {dt::f32, dt::bf16}) {
-      for (const Geometry& g : geometries) all.push_back({t, type, g});
+  // Every instruction set this CPU runs; the baseline runs everywhere.
+  std::vector<PoolSimd> simds = {PoolSimd::kBaseline};
+  if (best_pool_simd() != PoolSimd::kBaseline) simds.push_back(PoolSimd::kAvx2);
+  if (best_pool_simd() == PoolSimd::kAvx512) simds.push_back(PoolSimd::kAvx512);
+  for (PoolSimd simd : simds) {
+    for (tag t : {tag::nChw16c, tag::nChw8c, tag::nhwc}) {
+      for (dt type : {dt::f32, dt::bf16}) {
+        for (const Geometry& g : geometries) all.push_back({t, type, g, simd});
+      }
     }
   }
   return all;
@@ -120,7 +128,8 @@ INSTANTIATE_TEST_SUITE_P(Layouts, MaxPoolLoopsTest, ::testing::ValuesIn(cases())
                            const std::string layout = c.layout == tag::nChw16c  ? "nChw16c"
                                                       : c.layout == tag::nChw8c ? "nChw8c"
                                                                                 : "nhwc";
-                           return layout + (c.type == dt::bf16 ? "_bf16_" : "_f32_") + c.g.name;
+                           return std::string(pool_simd_name(c.simd)) + "_" + layout +
+                                  (c.type == dt::bf16 ? "_bf16_" : "_f32_") + c.g.name;
                          });
 
 TEST(MaxPoolLoopsPlan, LeavesOverlappingWindowsAndOtherLayoutsToOneDnn) {
