@@ -31,9 +31,13 @@ struct Case {
   dt type;
   Geometry g;
   PoolSimd simd;
+  int64_t channels;
 };
 
-constexpr int64_t kN = 2, kC = 20;  // 20: the last block of 16 or 8 is padded
+// 20: the last block of 16 or 8 is padded, and in nhwc the loops take 16
+// lanes and then 4 one at a time; 40: in nhwc, f32 takes two vectors of 16
+// and bf16 one of 32 (on AVX-512), then 8 lanes one at a time.
+constexpr int64_t kN = 2, kC = 20, kWideC = 40;
 
 memory plain(const memory::dims& d, std::vector<float>& values) {
   return memory({d, dt::f32, tag::nchw}, cpu_engine(), values.data());
@@ -57,16 +61,18 @@ class MaxPoolLoopsTest : public ::testing::TestWithParam<Case> {};
 TEST_P(MaxPoolLoopsTest, ForwardAndBackwardMatchThePlainReference) {
   const Case& c = GetParam();
   const Geometry& g = c.g;
-  const memory::desc src_desc({kN, kC, g.h, g.w}, c.type, c.layout);
+  const int64_t channels = c.channels;
+  const memory::desc src_desc({kN, channels, g.h, g.w}, c.type, c.layout);
   const auto loops = MaxPoolLoops::plan(src_desc, g.k, g.s, g.pad, c.simd);
   ASSERT_TRUE(loops.has_value());
   const int64_t oh = (g.h + 2 * g.pad - g.k) / g.s + 1, ow = (g.w + 2 * g.pad - g.k) / g.s + 1;
-  ASSERT_EQ(loops->dst.dims(), (memory::dims{kN, kC, oh, ow}));
+  ASSERT_EQ(loops->dst.dims(), (memory::dims{kN, channels, oh, ow}));
 
-  std::vector<float> x = values(kN * kC * g.h * g.w, 31), dy = values(kN * kC * oh * ow, 7);
+  std::vector<float> x = values(kN * channels * g.h * g.w, 31),
+                     dy = values(kN * channels * oh * ow, 7);
   // The reference: each window's first maximum, and its gradient routed there.
   std::vector<float> want_y(dy.size()), want_dx(x.size(), 0.f);
-  for (int64_t p = 0; p < kN * kC; ++p) {
+  for (int64_t p = 0; p < kN * channels; ++p) {
     for (int64_t r = 0; r < oh; ++r) {
       for (int64_t q = 0; q < ow; ++q) {
         float best = -std::numeric_limits<float>::infinity();
@@ -115,7 +121,10 @@ std::vector<Case> cases() {
   for (PoolSimd simd : simds) {
     for (tag t : {tag::nChw16c, tag::nChw8c, tag::nhwc}) {
       for (dt type : {dt::f32, dt::bf16}) {
-        for (const Geometry& g : geometries) all.push_back({t, type, g, simd});
+        for (const Geometry& g : geometries) {
+          all.push_back({t, type, g, simd, kC});
+          if (t == tag::nhwc) all.push_back({t, type, g, simd, kWideC});
+        }
       }
     }
   }
@@ -129,7 +138,8 @@ INSTANTIATE_TEST_SUITE_P(Layouts, MaxPoolLoopsTest, ::testing::ValuesIn(cases())
                                                       : c.layout == tag::nChw8c ? "nChw8c"
                                                                                 : "nhwc";
                            return std::string(pool_simd_name(c.simd)) + "_" + layout +
-                                  (c.type == dt::bf16 ? "_bf16_" : "_f32_") + c.g.name;
+                                  (c.type == dt::bf16 ? "_bf16_" : "_f32_") + c.g.name + "_c" +
+                                  std::to_string(c.channels);
                          });
 
 TEST(MaxPoolLoopsPlan, LeavesOverlappingWindowsAndOtherLayoutsToOneDnn) {
