@@ -47,19 +47,15 @@ template <class V, int W>
   return __builtin_convertvector(h, V);
 }
 
-// Keys that order as the values do: a float itself; for bf16 the bits as
-// a signed integer with a negative's magnitude bits flipped, so that the
-// comparison stays in 16-bit lanes.
-[[gnu::always_inline]] inline float key(float v) { return v; }
-[[gnu::always_inline]] inline int16_t key(int16_t v) {
-  return static_cast<int16_t>(v ^ ((v >> 15) & 0x7fff));
-}
+// Keys that order as the values do, of one lane or a vector of them: a
+// float itself; for bf16 the bits as a signed integer with a negative's
+// magnitude bits flipped, so that the comparison stays in 16-bit lanes.
 template <class E, class V>
 [[gnu::always_inline]] inline V keys(const V& v) {
   if constexpr (std::is_same_v<E, float>) {
     return v;
   } else {
-    return v ^ ((v >> 15) & 0x7fff);
+    return static_cast<V>(v ^ ((v >> 15) & 0x7fff));
   }
 }
 
@@ -129,7 +125,7 @@ template <class T, int W, int K>
       for (int64_t i = w.hlo; i < w.hhi; ++i) {
         for (int64_t j = i == w.hlo ? w.wlo + 1 : w.wlo; j < w.whi; ++j) {
           const E v = x[w.at(i, j) + l];
-          if (key(v) > key(best)) best = v, from = static_cast<uint8_t>(w.place(i, j));
+          if (keys<E>(v) > keys<E>(best)) best = v, from = static_cast<uint8_t>(w.place(i, j));
         }
       }
       y[w.out + l] = best;
@@ -229,7 +225,7 @@ Rows rows_of(const MaxPoolLoops& p) {
   return rows_for<T, kMost / 4>(p);
 }
 
-Rows rows(const MaxPoolLoops& p) { return p.bf16 ? rows_of<uint16_t>(p) : rows_of<float>(p); }
+Rows rows(const MaxPoolLoops& p) { return p.bf16() ? rows_of<uint16_t>(p) : rows_of<float>(p); }
 
 }  // namespace
 
@@ -266,7 +262,6 @@ std::optional<MaxPoolLoops> MaxPoolLoops::plan(const dnnl::memory::desc& src, in
   p.out.pixels = p.oh * p.ow;
   p.covers_input = s == k && pad == 0 && p.oh * k == p.ih && p.ow * k == p.iw;
   p.dst = dnnl::memory::desc({d[0], d[1], p.oh, p.ow}, src.data_type(), tag);
-  p.bf16 = src.data_type() == dnnl::memory::data_type::bf16;
   p.simd = simd;
   return p;
 }
@@ -285,7 +280,7 @@ void MaxPoolLoops::forward(const void* x, void* y, uint8_t* where) const {
 void MaxPoolLoops::backward(const void* dy, const uint8_t* where, void* dx) const {
   KernelTimer timer;
   if (!covers_input) {
-    std::memset(dx, 0, static_cast<size_t>(in.elements()) * (bf16 ? 2 : 4));
+    std::memset(dx, 0, static_cast<size_t>(in.elements()) * (bf16() ? 2 : 4));
   }
   const BackwardRow row = rows(*this).backward;
 #pragma omp parallel for collapse(3) schedule(static)

@@ -9,8 +9,8 @@
 // output's gradient there, which without overlap is a copy, in f32 or
 // bf16 alike. The output takes the input's layout.
 //
-// The loops take a pixel's run of channels 16 (or 8) lanes at a time as
-// one vector, compiled for AVX-512, AVX2 and the x86-64 baseline alike
+// The loops take a pixel's run of channels a register's width at a time
+// as one vector, compiled for AVX-512, AVX2 and the x86-64 baseline alike
 // (max_pool_loops.cc) and chosen by the CPU at run time: the build targets
 // the baseline, whose 4-lane vectors left them 3x slower than oneDNN's
 // inference kernel.
@@ -45,8 +45,8 @@ struct MaxPoolLoops {
   ChannelBlocks in, out;
   int64_t ih, iw, oh, ow, k, s, pad;
   bool covers_input;  // every input element lies in exactly one window
-  bool bf16;
   PoolSimd simd;
+  bool bf16() const { return dst.data_type() == dnnl::memory::data_type::bf16; }
 
   // The window rows (or columns) [lo, hi) of output o inside an input of n.
   void window(int64_t o, int64_t n, int64_t& start, int64_t& lo, int64_t& hi) const {
