@@ -97,15 +97,19 @@ class ConvolutionLayer : public WeightedLayer {
     const memory::desc nhwc_dst({n, oc, oh, ow}, act, tag::nhwc);
     const bool few_channels = ic / g < 8 && !has_avx512_core();
     const memory::desc fwd_dw = with_type(fwd.weights_desc(), dt::f32);
-    const auto bww = few_channels ? first_fast<Bww::primitive_desc>(
-                                        bww_with(direct, nhwc_src, any_dw, nhwc_dst),
-                                        bww_with(direct, fwd.src_desc(), fwd_dw, fwd.dst_desc()),
-                                        bww_with(direct, any_src, any_dw, any_dst))
-                                  : first_fast<Bww::primitive_desc>(
-                                        bww_with(first, fwd.src_desc(), fwd_dw, fwd.dst_desc()),
-                                        bww_with(first, any_src, any_dw, any_dst),
-                                        bww_with(direct, fwd.src_desc(), fwd_dw, fwd.dst_desc()),
-                                        bww_with(direct, any_src, any_dw, any_dst));
+    const auto pointwise = k == 1 && pad == 0 && g == 1 && !p.bias()
+                               ? PointwiseWeightGrad::plan(fwd.src_desc(), fwd.dst_desc(), s)
+                               : std::nullopt;
+    const auto bww = pointwise      ? Bww::primitive_desc()
+                     : few_channels ? first_fast<Bww::primitive_desc>(
+                                          bww_with(direct, nhwc_src, any_dw, nhwc_dst),
+                                          bww_with(direct, fwd.src_desc(), fwd_dw, fwd.dst_desc()),
+                                          bww_with(direct, any_src, any_dw, any_dst))
+                                    : first_fast<Bww::primitive_desc>(
+                                          bww_with(first, fwd.src_desc(), fwd_dw, fwd.dst_desc()),
+                                          bww_with(first, any_src, any_dw, any_dst),
+                                          bww_with(direct, fwd.src_desc(), fwd_dw, fwd.dst_desc()),
+                                          bww_with(direct, any_src, any_dw, any_dst));
 
     dnnl::primitive_desc bwd;
     if (bottom.needs_grad) {
@@ -123,8 +127,9 @@ class ConvolutionLayer : public WeightedLayer {
           bwd_with(direct, grad_src, fwd.dst_desc()), bwd_with(direct, any_src, any_dst));
     }
     const ParamInit init{ParamInit::Kind::kRandom, p.weight_init(), ic / g * k * k, oc / g * k * k};
-    bind(bottom, top, ctx, {fwd, bww, bwd}, {wdims, dt::f32, g > 1 ? tag::goihw : tag::oihw},
-         {oc, ic / g, k, k}, init, p.bias(), n * oh * ow * oc * (ic / g) * k * k);
+    bind(bottom, top, ctx, {fwd, bww, bwd, pointwise},
+         {wdims, dt::f32, g > 1 ? tag::goihw : tag::oihw}, {oc, ic / g, k, k}, init, p.bias(),
+         n * oh * ow * oc * (ic / g) * k * k);
   }
 };
 

@@ -52,17 +52,24 @@ void WeightedLayer::bind(Blob& bottom, Blob* top, SetupContext& ctx, const Primi
 
   if (activation_) activation_backward_ = fused_activation_backward(*activation_, *top, ctx);
 
-  const auto& bww = pds.backward_weights;
-  bww_src_ = Relayout::input(src_.memory(), bww.src_desc());
-  bww_diff_dst_ = Relayout::input(top->diff, bww.diff_dst_desc());
-  diff_weights_ = Relayout::output(bww.diff_weights_desc(), weights_->grad);
-  backward_weights_ =
-      BoundPrimitive(dnnl::primitive(bww), {{DNNL_ARG_SRC, bww_src_.memory()},
-                                            {DNNL_ARG_DIFF_DST, bww_diff_dst_.memory()},
-                                            {DNNL_ARG_DIFF_WEIGHTS, diff_weights_.memory()},
-                                            {DNNL_ARG_DIFF_BIAS, bias ? bias_->grad : memory()},
-                                            {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bww)}});
-  describe_ += " bwd_w " + std::string(bww.impl_info_str());
+  if (pds.pointwise) {
+    bww_diff_dst_ = Relayout::input(top->diff, pds.pointwise->diff_dst);
+    pointwise_weight_grad_ = PointwiseWeightGrad(*pds.pointwise, src_.memory(),
+                                                 bww_diff_dst_.memory(), weights_->grad, ctx);
+    describe_ += " bwd_w matmul " + std::string(pds.pointwise->matmul.impl_info_str());
+  } else {
+    const auto& bww = pds.backward_weights;
+    bww_src_ = Relayout::input(src_.memory(), bww.src_desc());
+    bww_diff_dst_ = Relayout::input(top->diff, bww.diff_dst_desc());
+    diff_weights_ = Relayout::output(bww.diff_weights_desc(), weights_->grad);
+    backward_weights_ =
+        BoundPrimitive(dnnl::primitive(bww), {{DNNL_ARG_SRC, bww_src_.memory()},
+                                              {DNNL_ARG_DIFF_DST, bww_diff_dst_.memory()},
+                                              {DNNL_ARG_DIFF_WEIGHTS, diff_weights_.memory()},
+                                              {DNNL_ARG_DIFF_BIAS, bias ? bias_->grad : memory()},
+                                              {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(bww)}});
+    describe_ += " bwd_w " + std::string(bww.impl_info_str());
+  }
 
   const auto& bwd = pds.backward_data;
   if (!bwd) return;
@@ -93,8 +100,12 @@ void WeightedLayer::backward() {
   }
   bww_src_.run();
   bww_diff_dst_.run();
-  backward_weights_.run();
-  diff_weights_.run();
+  if (pointwise_weight_grad_) {
+    pointwise_weight_grad_.run();
+  } else {
+    backward_weights_.run();
+    diff_weights_.run();
+  }
 }
 
 void WeightedLayer::check_convolution(const ConvolutionParam& p, int64_t in_channels) const {

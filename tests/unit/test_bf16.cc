@@ -21,8 +21,10 @@ using dnnl::memory;
 using layer_test::distinct_values;
 using layer_test::parse_net;
 
-// convbn_fmnist's layer stack on 28x28 images, with a residual Add and a
-// Concat so that every layer bf16 runs through appears.
+// convbn_fmnist's layer stack on 28x28 images, with a residual Add, a
+// Concat and a bias-less strided 1x1 convolution (whose weight gradient
+// is a matmul where the convolutions run channels-last, as on AMX) so that
+// every layer bf16 runs through appears.
 const char* kNet = R"(
   layer { name: 'conv1' type: 'Convolution' convolution { num_output: 32 kernel_size: 3 pad: 1 bias: false } }
   layer { name: 'bn1' type: 'BatchNorm' }
@@ -33,6 +35,7 @@ const char* kNet = R"(
   layer { name: 'sum' type: 'Add' bottom: 'pool1' bottom: 'relu2' }
   layer { name: 'conv3' type: 'Convolution' bottom: 'sum' convolution { num_output: 32 kernel_size: 1 } }
   layer { name: 'cat' type: 'Concat' bottom: 'sum' bottom: 'conv3' }
+  layer { name: 'down' type: 'Convolution' convolution { num_output: 32 kernel_size: 1 stride: 2 bias: false } }
   layer { name: 'pool2' type: 'AvgPool' pooling { kernel_size: 2 } }
   layer { name: 'fc1' type: 'InnerProduct' inner_product { num_output: 64 } }
   layer { name: 'relu3' type: 'ReLU' }
@@ -78,6 +81,14 @@ TEST_F(Bf16Test, EveryLayerRunsBf16KernelsAndNoReferenceOne) {
   for (const auto& layer : n->layers()) {
     EXPECT_EQ(layer->describe().find("ref"), std::string::npos)
         << layer->name() << ": " << layer->describe();
+  }
+  // Channels-last (AMX), the bias-less 1x1 layer's weight gradient is a
+  // matmul; channel-blocked, its convolution's own kernel.
+  for (const auto& layer : n->layers()) {
+    if (layer->name() != "down") continue;
+    const bool channels_last = layout_name(n->blob("down").desc()) == "nhwc";
+    EXPECT_EQ(layer->describe().find("bwd_w matmul") != std::string::npos, channels_last)
+        << layer->describe();
   }
   EXPECT_EQ(n->blob("conv1").desc().data_type(), memory::data_type::bf16);
   EXPECT_EQ(n->blob("fc2").desc().data_type(), memory::data_type::bf16);
