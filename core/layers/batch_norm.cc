@@ -1,7 +1,9 @@
 // BatchNorm: oneDNN batch normalization with a learned per-channel scale
 // and shift, running statistics for evaluation (PyTorch's rule: momentum is
 // the weight of the current batch, running_var takes the unbiased batch
-// variance), and an optional fused ReLU.
+// variance), and an optional fused ReLU. Over channels-last tensors (bf16
+// on AMX) loops of our own run it instead (batch_norm_loops.h), 1.4x as
+// fast as oneDNN's kernel there.
 //
 // Synchronized BatchNorm (batch_norm.sync) normalizes with the statistics
 // of the global batch: forward sums per-channel sums and sums of squares
@@ -13,15 +15,19 @@
 // too, so that one process computes exactly what N replicas do: oneDNN's own
 // statistics are summed in float and differ from these (summed in double)
 // by about 1e-4 on large batches.
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
 #include "core/engine.h"
 #include "core/error.h"
 #include "core/layer.h"
+#include "core/layers/batch_norm_loops.h"
 #include "core/layers/layers.h"
 #include "core/primitive.h"
 
@@ -153,6 +159,17 @@ class BatchNormLayer : public Layer {
     running_var_ =
         ctx.add_param("running_var", vec, vec, {channels_}, {ParamInit::Kind::kOne}, false);
 
+    if (!sync_) loops_ = BatchNormLoops::plan(data, omp_get_max_threads());
+    if (loops_) {
+      ctx.define_top(top, data, &bottom);
+      const memory::desc vec_desc({channels_}, dt::f32, tag::a);
+      mean_ = memory(vec_desc, cpu_engine());
+      var_ = memory(vec_desc, cpu_engine());
+      diff_src_ = bottom.needs_grad ? bottom.diff : memory();
+      describe_ = "loop over " + layout_name(data) + ", " + simd_name(loops_->simd());
+      return;
+    }
+
     using Fwd = dnnl::batch_normalization_forward;
     using Bwd = dnnl::batch_normalization_backward;
     using prop = dnnl::prop_kind;
@@ -225,6 +242,10 @@ class BatchNormLayer : public Layer {
   }
 
   void forward(bool training) override {
+    if (loops_) {
+      loops_forward(training);
+      return;
+    }
     if (!training) {
       eval_.run();
       return;
@@ -236,6 +257,10 @@ class BatchNormLayer : public Layer {
   }
 
   void backward() override {
+    if (loops_) {
+      loops_backward();
+      return;
+    }
     if (!sync_) {
       backward_.run();
       return;
@@ -252,10 +277,33 @@ class BatchNormLayer : public Layer {
   }
 
   std::string describe() const override { return describe_; }
-  // Only the synchronized path's ReLU cut reads the output (oneDNN's uses the workspace).
+  // Only the synchronized path's ReLU cut reads the output (oneDNN's uses
+  // the workspace, the loops' the input).
   bool backward_reads_top() const override { return sync_ && relu_; }
 
  private:
+  void loops_forward(bool training) {
+    cpu_stream().wait();
+    const void* x = bottom_->data.get_data_handle();
+    void* y = top_->data.get_data_handle();
+    const float *gamma = ptr(scale_->value), *beta = ptr(shift_->value);
+    if (!training) {
+      loops_->forward_inference(x, y, gamma, beta, ptr(running_mean_->value),
+                                ptr(running_var_->value), eps_, relu_);
+      return;
+    }
+    loops_->forward_training(x, y, gamma, beta, eps_, relu_, ptr(mean_), ptr(var_));
+    update_running_statistics();
+  }
+
+  void loops_backward() {
+    cpu_stream().wait();
+    loops_->backward(bottom_->data.get_data_handle(), top_->diff.get_data_handle(),
+                     diff_src_ ? diff_src_.get_data_handle() : nullptr, ptr(scale_->value),
+                     ptr(shift_->value), ptr(mean_), ptr(var_), eps_, relu_, ptr(scale_->grad),
+                     ptr(shift_->grad));
+  }
+
   // Mean and (biased) variance of the global batch into mean_ and var_,
   // summed in double on each replica and over the replicas, so that the
   // statistics of N replicas round to the same floats as one replica's.
@@ -420,6 +468,7 @@ class BatchNormLayer : public Layer {
   BoundPrimitive forward_, eval_, backward_;
   ChannelGroups groups_;
   std::vector<double> sums_;
+  std::optional<BatchNormLoops> loops_;  // channels-last
   std::string describe_;
 };
 

@@ -6,19 +6,13 @@
 
 #include "core/primitive.h"
 
-// The vectors pass only between functions inlined into one another, so the
-// ABI GCC warns of (wide vectors returned by baseline code) never applies.
+#include "core/layers/simd.h"
+
+// Vectors pass between inlined functions only (simd.h).
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace dptrain {
 namespace {
-
-// W lanes of E as one vector (GCC's vector extensions): lowered to
-// whatever registers the function it is inlined into is compiled for.
-template <class E, int W>
-struct VecOf {
-  typedef E type __attribute__((vector_size(sizeof(E) * W)));
-};
 
 // A lane's bits: float itself (compared as floats), bf16 as int16 (compared
 // as keys that order as the values do).
@@ -26,17 +20,6 @@ template <class T>
 using Lane = std::conditional_t<sizeof(T) == 4, float, int16_t>;
 template <class T>
 using LaneBits = std::conditional_t<sizeof(T) == 4, int32_t, int16_t>;
-
-template <class V, class T>
-[[gnu::always_inline]] inline V load(const T* p) {
-  V v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-template <class V, class T>
-[[gnu::always_inline]] inline void store(T* p, const V& v) {
-  std::memcpy(p, &v, sizeof v);
-}
 
 // W bytes widened to the lanes of V, through 16 bits: GCC 12 turns the
 // widening from bytes to 32 bits in one step into a byte at a time.
@@ -183,8 +166,8 @@ using BackwardRow = void (*)(const MaxPoolLoops&, const void*, const uint8_t*, v
                                 void* dx, int64_t n, int64_t b, int64_t r) {                  \
     backward_row<T, W, K>(p, dy, where, dx, n, b, r);                                         \
   }
-DPTRAIN_POOL_ROWS(avx512, __attribute__((target("avx512f,avx512bw,avx512vl"))))
-DPTRAIN_POOL_ROWS(avx2, __attribute__((target("avx2"))))
+DPTRAIN_POOL_ROWS(avx512, DPTRAIN_TARGET_AVX512)
+DPTRAIN_POOL_ROWS(avx2, DPTRAIN_TARGET_AVX2)
 DPTRAIN_POOL_ROWS(baseline, )
 #undef DPTRAIN_POOL_ROWS
 
@@ -194,13 +177,13 @@ struct Rows {
 };
 
 template <class T, int W, int K>
-Rows rows_for(PoolSimd simd) {
+Rows rows_for(Simd simd) {
   switch (simd) {
-    case PoolSimd::kAvx512:
+    case Simd::kAvx512:
       return {forward_avx512<T, W, K>, backward_avx512<T, W, K>};
-    case PoolSimd::kAvx2:
+    case Simd::kAvx2:
       return {forward_avx2<T, W, K>, backward_avx2<T, W, K>};
-    case PoolSimd::kBaseline:
+    case Simd::kBaseline:
       break;
   }
   return {forward_baseline<T, W, K>, backward_baseline<T, W, K>};
@@ -217,7 +200,7 @@ Rows rows_for(const MaxPoolLoops& p) {
 // into many instructions, narrower ones leave lanes idle.
 template <class T>
 Rows rows_of(const MaxPoolLoops& p) {
-  const int64_t bytes = p.simd == PoolSimd::kAvx512 ? 64 : p.simd == PoolSimd::kAvx2 ? 32 : 16;
+  const int64_t bytes = simd_bytes(p.simd);
   const int64_t lanes = std::min<int64_t>(bytes / sizeof(T), std::max<int64_t>(p.in.block, 4));
   constexpr int kMost = 64 / sizeof(T);
   if (lanes >= kMost) return rows_for<T, kMost>(p);
@@ -229,28 +212,8 @@ Rows rows(const MaxPoolLoops& p) { return p.bf16() ? rows_of<uint16_t>(p) : rows
 
 }  // namespace
 
-PoolSimd best_pool_simd() {
-  static const PoolSimd best =
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") ? PoolSimd::kAvx512
-      : __builtin_cpu_supports("avx2")                                         ? PoolSimd::kAvx2
-                                       : PoolSimd::kBaseline;
-  return best;
-}
-
-const char* pool_simd_name(PoolSimd simd) {
-  switch (simd) {
-    case PoolSimd::kAvx512:
-      return "avx512";
-    case PoolSimd::kAvx2:
-      return "avx2";
-    case PoolSimd::kBaseline:
-      break;
-  }
-  return "sse2";
-}
-
 std::optional<MaxPoolLoops> MaxPoolLoops::plan(const dnnl::memory::desc& src, int64_t k, int64_t s,
-                                               int64_t pad, PoolSimd simd) {
+                                               int64_t pad, Simd simd) {
   const dnnl::memory::format_tag tag = channel_loop_tag(src);
   if (tag == dnnl::memory::format_tag::undef || s < k || k * k > 256) return std::nullopt;
   const dnnl::memory::dims d = src.dims();

@@ -23,21 +23,16 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "core/layers/channel_blocks.h"
+#include "core/layers/simd.h"
 
 namespace dptrain {
-
-// The instruction sets the loops are compiled for.
-enum class PoolSimd { kBaseline, kAvx2, kAvx512 };
-// The widest this CPU runs.
-PoolSimd best_pool_simd();
-const char* pool_simd_name(PoolSimd simd);
 
 struct MaxPoolLoops {
   // The loops for k x k windows every s, padded by pad, over `src`; none
   // when they do not apply (overlapping windows, another layout, a window
   // of more than 256 places). `simd` must be one this CPU runs.
   static std::optional<MaxPoolLoops> plan(const dnnl::memory::desc& src, int64_t k, int64_t s,
-                                          int64_t pad, PoolSimd simd = best_pool_simd());
+                                          int64_t pad, Simd simd = best_simd());
   // Bytes of `where`: one per element of dst, its padded lanes included.
   size_t where_size() const { return static_cast<size_t>(out.elements()); }
 
@@ -45,7 +40,7 @@ struct MaxPoolLoops {
   ChannelBlocks in, out;
   int64_t ih, iw, oh, ow, k, s, pad;
   bool covers_input;  // every input element lies in exactly one window
-  PoolSimd simd;
+  Simd simd;
   bool bf16() const { return dst.data_type() == dnnl::memory::data_type::bf16; }
 
   // The window rows (or columns) [lo, hi) of output o inside an input of n.

@@ -150,7 +150,7 @@ class PoolingLayer : public Layer {
     bottom_data_ = bottom.data;
     bottom_diff_ = bottom.diff;
     top_ = top;
-    describe_ = "loop over " + layout_name(bottom.desc()) + ", " + pool_simd_name(loops.simd) +
+    describe_ = "loop over " + layout_name(bottom.desc()) + ", " + simd_name(loops.simd) +
                 " (inference " + inference + ")";
   }
 

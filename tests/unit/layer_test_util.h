@@ -61,6 +61,17 @@ inline std::vector<float> to_plain(const memory& m) {
   return out;
 }
 
+// `values` (row-major NCHW) as a channels-last tensor of `type`.
+inline memory channels_last(const std::vector<float>& values, const memory::dims& dims,
+                            memory::data_type type) {
+  std::vector<float> copy = values;
+  memory plain({dims, memory::data_type::f32, memory::format_tag::nchw}, cpu_engine(), copy.data());
+  memory out({dims, type, memory::format_tag::nhwc}, cpu_engine());
+  make_reorder(plain, out).run();
+  cpu_stream().wait();
+  return out;
+}
+
 // n distinct values spread over [-1, 1], shuffled, none closer than about
 // 1/n to each other or to zero: no max-pooling ties and no ReLU kinks for
 // small perturbations.

@@ -30,7 +30,7 @@ struct Case {
   tag layout;
   dt type;
   Geometry g;
-  PoolSimd simd;
+  Simd simd;
   int64_t channels;
 };
 
@@ -115,10 +115,10 @@ std::vector<Case> cases() {
   };
   std::vector<Case> all;
   // Every instruction set this CPU runs; the baseline runs everywhere.
-  std::vector<PoolSimd> simds = {PoolSimd::kBaseline};
-  if (best_pool_simd() != PoolSimd::kBaseline) simds.push_back(PoolSimd::kAvx2);
-  if (best_pool_simd() == PoolSimd::kAvx512) simds.push_back(PoolSimd::kAvx512);
-  for (PoolSimd simd : simds) {
+  std::vector<Simd> simds = {Simd::kBaseline};
+  if (best_simd() != Simd::kBaseline) simds.push_back(Simd::kAvx2);
+  if (best_simd() == Simd::kAvx512) simds.push_back(Simd::kAvx512);
+  for (Simd simd : simds) {
     for (tag t : {tag::nChw16c, tag::nChw8c, tag::nhwc}) {
       for (dt type : {dt::f32, dt::bf16}) {
         for (const Geometry& g : geometries) {
@@ -137,7 +137,7 @@ INSTANTIATE_TEST_SUITE_P(Layouts, MaxPoolLoopsTest, ::testing::ValuesIn(cases())
                            const std::string layout = c.layout == tag::nChw16c  ? "nChw16c"
                                                       : c.layout == tag::nChw8c ? "nChw8c"
                                                                                 : "nhwc";
-                           return std::string(pool_simd_name(c.simd)) + "_" + layout +
+                           return std::string(simd_name(c.simd)) + "_" + layout +
                                   (c.type == dt::bf16 ? "_bf16_" : "_f32_") + c.g.name + "_c" +
                                   std::to_string(c.channels);
                          });

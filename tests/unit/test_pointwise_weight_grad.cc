@@ -21,20 +21,11 @@ namespace dptrain {
 namespace {
 
 using dnnl::memory;
+using layer_test::channels_last;
 using layer_test::distinct_values;
 using layer_test::to_plain;
 using tag = memory::format_tag;
 using dt = memory::data_type;
-
-// `values` (row-major NCHW) as a tensor of `type` in channels-last.
-memory channels_last(const std::vector<float>& values, const memory::dims& dims, dt type) {
-  std::vector<float> copy = values;
-  memory plain({dims, dt::f32, tag::nchw}, cpu_engine(), copy.data());
-  memory out({dims, type, tag::nhwc}, cpu_engine());
-  make_reorder(plain, out).run();
-  cpu_stream().wait();
-  return out;
-}
 
 struct Case {
   dt type;

@@ -1,0 +1,168 @@
+// Batch normalization's loops over channels-last tensors
+// (core/layers/batch_norm_loops.h) against the textbook formulas in double:
+// statistics, output, and the gradients of gamma, beta and the input, with
+// and without the fused ReLU, in f32 and bf16, under every instruction set
+// the CPU has and on one thread and two. The channel counts leave lanes
+// over after the vectors, and the pixels a part of the 32 summed in float.
+// The loops are plain C++, so bf16 runs here on any CPU.
+#include "core/layers/batch_norm_loops.h"
+
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/engine.h"
+#include "core/primitive.h"
+#include "tests/unit/layer_test_util.h"
+
+namespace dptrain {
+namespace {
+
+using dnnl::memory;
+using layer_test::channels_last;
+using layer_test::distinct_values;
+using layer_test::to_plain;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+struct Case {
+  Simd simd;
+  dt type;
+  int64_t channels;
+  bool relu;
+  int threads;
+};
+
+double worst(const std::vector<double>& want, const std::vector<float>& got) {
+  double w = 0;
+  for (size_t i = 0; i < want.size(); ++i) w = std::max(w, std::abs(want[i] - got[i]));
+  return w;
+}
+
+double largest(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) m = std::max(m, std::abs(x));
+  return m;
+}
+
+class BatchNormLoopsTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(BatchNormLoopsTest, MatchTheFormulas) {
+  const Case c = GetParam();
+  const int64_t n = 2, ch = c.channels, h = 5, w = 7, pixels = n * h * w;
+  const float eps = 1e-3f;
+  const memory::dims dims{n, ch, h, w};
+  // Values around 3, so that summing around the mean matters.
+  std::vector<float> xv = distinct_values(static_cast<size_t>(n * ch * h * w), 5);
+  for (float& v : xv) v = 3.f + 2.f * v;
+  const memory xm = channels_last(xv, dims, c.type);
+  const memory dym =
+      channels_last(distinct_values(static_cast<size_t>(n * ch * h * w), 6), dims, c.type);
+  const memory ym({dims, c.type, tag::nhwc}, cpu_engine());
+  const memory dxm({dims, c.type, tag::nhwc}, cpu_engine());
+  std::vector<float> gamma(static_cast<size_t>(ch)), beta(gamma.size());
+  for (int64_t k = 0; k < ch; ++k) {
+    gamma[static_cast<size_t>(k)] = 0.5f + static_cast<float>(k % 7) / 7.f;
+    beta[static_cast<size_t>(k)] = static_cast<float>(k % 5) / 5.f - 0.4f;
+  }
+
+  omp_set_num_threads(c.threads);
+  const auto loops = BatchNormLoops::plan(xm.get_desc(), c.threads, c.simd);
+  ASSERT_TRUE(loops.has_value());
+  std::vector<float> mean(gamma.size()), var(gamma.size()), dgamma(gamma.size()),
+      dbeta(gamma.size());
+  loops->forward_training(xm.get_data_handle(), ym.get_data_handle(), gamma.data(), beta.data(),
+                          eps, c.relu, mean.data(), var.data());
+  loops->backward(xm.get_data_handle(), dym.get_data_handle(), dxm.get_data_handle(), gamma.data(),
+                  beta.data(), mean.data(), var.data(), eps, c.relu, dgamma.data(), dbeta.data());
+
+  // The reference reads the tensors back (bf16's rounding in both).
+  const std::vector<float> x = to_plain(xm), dy = to_plain(dym), y = to_plain(ym),
+                           dx = to_plain(dxm);
+  auto at = [&](int64_t k, int64_t p) {
+    return static_cast<size_t>(((p / (h * w)) * ch + k) * h * w + p % (h * w));
+  };
+  std::vector<double> want_mean(gamma.size()), want_var(gamma.size()), want_y(x.size()),
+      want_dx(x.size()), want_dgamma(gamma.size()), want_dbeta(gamma.size());
+  for (int64_t k = 0; k < ch; ++k) {
+    const auto ki = static_cast<size_t>(k);
+    double s = 0, s2 = 0;
+    for (int64_t p = 0; p < pixels; ++p) s += x[at(k, p)];
+    const double m = s / static_cast<double>(pixels);
+    for (int64_t p = 0; p < pixels; ++p) s2 += (x[at(k, p)] - m) * (x[at(k, p)] - m);
+    const double v = s2 / static_cast<double>(pixels), inv_std = 1 / std::sqrt(v + eps);
+    want_mean[ki] = m;
+    want_var[ki] = v;
+    std::vector<double> g(static_cast<size_t>(pixels));
+    double sg = 0, sgx = 0;
+    for (int64_t p = 0; p < pixels; ++p) {
+      const double xhat = (x[at(k, p)] - m) * inv_std, pre = gamma[ki] * xhat + beta[ki];
+      want_y[at(k, p)] = c.relu ? std::max(pre, 0.0) : pre;
+      g[static_cast<size_t>(p)] = c.relu && pre <= 0 ? 0.0 : dy[at(k, p)];
+      sg += g[static_cast<size_t>(p)];
+      sgx += g[static_cast<size_t>(p)] * xhat;
+    }
+    want_dbeta[ki] = sg;
+    want_dgamma[ki] = sgx;
+    for (int64_t p = 0; p < pixels; ++p) {
+      const double xhat = (x[at(k, p)] - m) * inv_std;
+      want_dx[at(k, p)] =
+          gamma[ki] * inv_std / static_cast<double>(pixels) *
+          (static_cast<double>(pixels) * g[static_cast<size_t>(p)] - sg - xhat * sgx);
+    }
+  }
+  const bool bf16 = c.type == dt::bf16;
+  EXPECT_LT(worst(want_mean, mean), 1e-5 * largest(want_mean));
+  EXPECT_LT(worst(want_var, var), 1e-5 * largest(want_var));
+  // bf16 outputs are rounded to 8 significant bits.
+  EXPECT_LT(worst(want_y, y), (bf16 ? 8e-3 : 1e-5) * largest(want_y));
+  EXPECT_LT(worst(want_dbeta, dbeta), 1e-5 * largest(want_dbeta));
+  EXPECT_LT(worst(want_dgamma, dgamma), 1e-4 * largest(want_dgamma));
+  EXPECT_LT(worst(want_dx, dx), (bf16 ? 8e-3 : 1e-4) * largest(want_dx));
+
+  // Evaluation with given statistics is the training output's formula.
+  const memory em({dims, c.type, tag::nhwc}, cpu_engine());
+  loops->forward_inference(xm.get_data_handle(), em.get_data_handle(), gamma.data(), beta.data(),
+                           mean.data(), var.data(), eps, c.relu);
+  EXPECT_EQ(to_plain(em), y);
+}
+
+std::vector<Case> cases() {
+  std::vector<Simd> simds = {Simd::kBaseline};
+  if (best_simd() != Simd::kBaseline) simds.push_back(Simd::kAvx2);
+  if (best_simd() == Simd::kAvx512) simds.push_back(Simd::kAvx512);
+  std::vector<Case> out;
+  for (Simd simd : simds) {
+    for (dt type : {dt::f32, dt::bf16}) {
+      for (int64_t channels : {20, 40}) {
+        for (bool relu : {false, true}) {
+          for (int threads : {1, 2}) out.push_back({simd, type, channels, relu, threads});
+        }
+      }
+    }
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(, BatchNormLoopsTest, ::testing::ValuesIn(cases()),
+                         [](const auto& param_info) {
+                           const Case& c = param_info.param;
+                           return std::string(simd_name(c.simd)) + "_" +
+                                  (c.type == dt::bf16 ? "bf16" : "f32") + "_c" +
+                                  std::to_string(c.channels) + (c.relu ? "_relu" : "") + "_t" +
+                                  std::to_string(c.threads);
+                         });
+
+TEST(BatchNormLoopsPlanTest, ChannelsLastOnly) {
+  EXPECT_TRUE(BatchNormLoops::plan({{2, 8, 3, 3}, dt::bf16, tag::nhwc}, 2).has_value());
+  EXPECT_FALSE(BatchNormLoops::plan({{2, 32, 3, 3}, dt::f32, tag::nChw16c}, 2).has_value());
+  EXPECT_FALSE(BatchNormLoops::plan({{2, 8, 3, 3}, dt::f32, tag::nchw}, 2).has_value());
+  EXPECT_FALSE(BatchNormLoops::plan({{2, 8}, dt::f32, tag::nc}, 2).has_value());
+}
+
+}  // namespace
+}  // namespace dptrain
