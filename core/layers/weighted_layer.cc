@@ -52,11 +52,11 @@ void WeightedLayer::bind(Blob& bottom, Blob* top, SetupContext& ctx, const Primi
 
   if (activation_) activation_backward_ = fused_activation_backward(*activation_, *top, ctx);
 
-  if (pds.pointwise) {
-    bww_diff_dst_ = Relayout::input(top->diff, pds.pointwise->diff_dst);
-    pointwise_weight_grad_ = PointwiseWeightGrad(*pds.pointwise, src_.memory(),
-                                                 bww_diff_dst_.memory(), weights_->grad, ctx);
-    describe_ += " bwd_w matmul " + std::string(pds.pointwise->matmul.impl_info_str());
+  if (pds.weight_grad_matmul) {
+    bww_diff_dst_ = Relayout::input(top->diff, pds.weight_grad_matmul->diff_dst);
+    matmul_weight_grad_ = MatmulWeightGrad(*pds.weight_grad_matmul, src_.memory(),
+                                           bww_diff_dst_.memory(), weights_->grad, ctx);
+    describe_ += " bwd_w matmul " + std::string(pds.weight_grad_matmul->matmul.impl_info_str());
   } else {
     const auto& bww = pds.backward_weights;
     bww_src_ = Relayout::input(src_.memory(), bww.src_desc());
@@ -100,8 +100,8 @@ void WeightedLayer::backward() {
   }
   bww_src_.run();
   bww_diff_dst_.run();
-  if (pointwise_weight_grad_) {
-    pointwise_weight_grad_.run();
+  if (matmul_weight_grad_) {
+    matmul_weight_grad_.run();
   } else {
     backward_weights_.run();
     diff_weights_.run();

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "core/layer.h"
-#include "core/layers/pointwise_weight_grad.h"
+#include "core/layers/matmul_weight_grad.h"
 #include "core/primitive.h"
 
 namespace dptrain {
@@ -35,10 +35,10 @@ class WeightedLayer : public Layer {
 
   struct Primitives {
     dnnl::primitive_desc forward;
-    dnnl::primitive_desc backward_weights;  // empty when `pointwise` is set
-    dnnl::primitive_desc backward_data;  // empty when the bottom needs no gradient
-    // A 1x1 convolution's weight gradient as a matmul, instead.
-    std::optional<PointwiseWeightGrad::Plan> pointwise = std::nullopt;
+    dnnl::primitive_desc backward_weights;  // empty when `weight_grad_matmul` is set
+    dnnl::primitive_desc backward_data;     // empty when the bottom needs no gradient
+    // A convolution's weight gradient as a matmul, instead.
+    std::optional<MatmulWeightGrad::Plan> weight_grad_matmul = std::nullopt;
   };
   // weights_plain: the user-facing layout; export_dims: the shape written to
   // weight files; multiply_adds: of one forward over the batch.
@@ -54,7 +54,7 @@ class WeightedLayer : public Layer {
   Relayout fwd_weights_, src_, bww_src_, bww_diff_dst_, diff_weights_, bwd_weights_, bwd_diff_dst_,
       diff_src_;
   BoundPrimitive forward_, activation_backward_, backward_weights_, backward_data_;
-  PointwiseWeightGrad pointwise_weight_grad_;
+  MatmulWeightGrad matmul_weight_grad_;
   std::string describe_;
   int64_t multiply_adds_ = 0;
 };
