@@ -351,6 +351,38 @@ TEST(BatchNormTest, OnTheInputWhichNeedsNoGradient) {
   expect_gradients_match(h, {.eps = 1e-3, .input = false});
 }
 
+TEST(BatchNormTest, ChannelsLastRunsTheLoops) {
+  // One channel of "data" is channels-last: the loops of
+  // batch_norm_loops.h run it (their own tests cover more channels), the
+  // layer around them is checked here.
+  const dims input{4, 1, 5, 6};
+  Harness h(
+      "layer { name: 'bn' type: 'BatchNorm' batch_norm { momentum: 0.5 } }\n"
+      "layer { name: 'relu' type: 'ReLU' }",
+      input, {.pre = false});
+  EXPECT_EQ(h.layer("bn").describe().find("loop over "), 0u) << h.layer("bn").describe();
+  set_affine(h, "bn", 1);
+  h.loss();
+  auto w = h.weights();
+  const Shape s = shape_of(input);
+  std::vector<double> mean, var;
+  layer_test::channel_stats(h.input(), s, &mean, &var);
+  expect_near_all(
+      h.data("relu"),
+      layer_test::batch_norm_ref(h.input(), s, mean, var, w["bn.scale"], w["bn.shift"], 1e-5, true),
+      kFwdTol, "relu");
+  const double m = static_cast<double>(s.n * s.h * s.w);
+  EXPECT_NEAR(w["bn.running_mean"][0], 0.5 * mean[0], 1e-5);
+  EXPECT_NEAR(w["bn.running_var"][0], 0.5 + 0.5 * var[0] * m / (m - 1), 1e-5);
+  h.loss(false);
+  expect_near_all(
+      h.data("relu"),
+      layer_test::batch_norm_ref(h.input(), s, {w["bn.running_mean"][0]}, {w["bn.running_var"][0]},
+                                 w["bn.scale"], w["bn.shift"], 1e-5, true),
+      kFwdTol, "relu eval");
+  expect_gradients_match(h, {.eps = 1e-3, .input = false});
+}
+
 TEST(BatchNormTest, RunningStatisticsFollowMomentumAndEvaluationUsesThem) {
   const dims input{2, 3, 3, 4};
   Harness h("layer { name: 'bn' type: 'BatchNorm' batch_norm { momentum: 0.25 eps: 0.001 } }",
