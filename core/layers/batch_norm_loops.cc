@@ -58,7 +58,7 @@ struct Lanes {
     }
   }
 
-  [[gnu::always_inline]] static void put(T* p, F v) {
+  [[gnu::always_inline]] static void put(T* p, const F& v) {
     if constexpr (std::is_same_v<T, float>) {
       store(p, v);
     } else {
@@ -78,7 +78,7 @@ struct Lanes {
   }
 
   // v where `where` > 0, else 0.
-  [[gnu::always_inline]] static F cut(F v, F where) {
+  [[gnu::always_inline]] static F cut(const F& v, const F& where) {
     if constexpr (L == 1) {
       return where > 0.f ? v : 0.f;
     } else {
@@ -103,7 +103,7 @@ template <class T, int W, Kind K, bool Relu>
   const T* dy = static_cast<const T*>(p.dy);
   // g: dy, cut where the fused ReLU's input was not positive, which x
   // gives again (reading y back would cost a pass over memory).
-  auto g_at = [&]<int L>(int64_t at, int64_t c, typename Lanes<T, L>::F xv) {
+  auto g_at = [&]<int L>(int64_t at, int64_t c, const typename Lanes<T, L>::F& xv) {
     using In = Lanes<T, L>;
     using F = typename In::F;
     if constexpr (Relu) {
