@@ -76,6 +76,11 @@ BoundPrimitive make_reorder(const dnnl::memory& from, const dnnl::memory& to);
 // shared buffer, so execution never allocates).
 dnnl::primitive_attr default_attr();
 
+// Whether oneDNN chose one of its reference (unoptimized) kernels.
+inline bool is_reference(const dnnl::primitive_desc_base& pd) {
+  return std::string(pd.impl_info_str()).rfind("ref", 0) == 0;
+}
+
 // Creates the first primitive descriptor among `candidates` (functions
 // returning one) that oneDNN can build with an optimized implementation,
 // falling back to the last one. Lets a layer prefer the layouts its
@@ -88,7 +93,7 @@ PD first_fast(Make&&... candidates) {
     if (chosen) return;
     try {
       PD pd = make();
-      if (last || std::string(pd.impl_info_str()).rfind("ref", 0) != 0) chosen = pd;
+      if (last || !is_reference(pd)) chosen = pd;
     } catch (const dnnl::error&) {
       if (last) throw;
     }

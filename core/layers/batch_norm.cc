@@ -162,9 +162,8 @@ class BatchNormLayer : public Layer {
     if (!sync_) loops_ = BatchNormLoops::plan(data, omp_get_max_threads());
     if (loops_) {
       ctx.define_top(top, data, &bottom);
-      const memory::desc vec_desc({channels_}, dt::f32, tag::a);
-      mean_ = memory(vec_desc, cpu_engine());
-      var_ = memory(vec_desc, cpu_engine());
+      mean_ = memory(vec, cpu_engine());
+      var_ = memory(vec, cpu_engine());
       diff_src_ = bottom.needs_grad ? bottom.diff : memory();
       describe_ = "loop over " + layout_name(data) + ", " + simd_name(loops_->simd());
       return;

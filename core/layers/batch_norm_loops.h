@@ -50,8 +50,6 @@ class BatchNormLoops {
                 float* dbeta) const;
 
   Simd simd() const { return simd_; }
-  int64_t channels() const { return channels_; }
-  int64_t pixels() const { return pixels_; }
 
  private:
   // y = a * x + b per channel (then max(y, 0) with relu), a and b from

@@ -1,9 +1,9 @@
 #include "core/layers/matmul_weight_grad.h"
 
 #include <cstring>
-#include <string>
 
 #include "core/engine.h"
+#include "core/layers/channel_blocks.h"
 
 namespace dptrain {
 
@@ -40,10 +40,7 @@ std::optional<MatmulWeightGrad::Plan> MatmulWeightGrad::plan(const memory::desc&
                                                              const memory::desc& dst,
                                                              int64_t kernel, int64_t stride,
                                                              int64_t pad) {
-  if (src != memory::desc(src.dims(), src.data_type(), tag::nhwc) ||
-      dst != memory::desc(dst.dims(), dst.data_type(), tag::nhwc)) {
-    return std::nullopt;
-  }
+  if (channel_loop_tag(src) != tag::nhwc || channel_loop_tag(dst) != tag::nhwc) return std::nullopt;
   // oneDNN takes a strided view only where the rows it picks stay within
   // each image.
   const memory::dims in = src.dims(), out = dst.dims();
@@ -51,7 +48,7 @@ std::optional<MatmulWeightGrad::Plan> MatmulWeightGrad::plan(const memory::desc&
   const Operands o = operands(src, dst, kernel);
   try {
     dnnl::matmul::primitive_desc pd({o.dy_t, o.patches, o.dw}, default_attr(), cpu_engine());
-    if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return std::nullopt;
+    if (is_reference(pd)) return std::nullopt;
     return Plan{pd, src, dst, kernel, stride, pad};
   } catch (const dnnl::error&) {
     return std::nullopt;

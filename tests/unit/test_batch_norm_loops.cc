@@ -8,7 +8,6 @@
 #include "core/layers/batch_norm_loops.h"
 
 #include <gtest/gtest.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -70,7 +69,6 @@ TEST_P(BatchNormLoopsTest, MatchTheFormulas) {
     beta[static_cast<size_t>(k)] = static_cast<float>(k % 5) / 5.f - 0.4f;
   }
 
-  omp_set_num_threads(c.threads);
   const auto loops = BatchNormLoops::plan(xm.get_desc(), c.threads, c.simd);
   ASSERT_TRUE(loops.has_value());
   std::vector<float> mean(gamma.size()), var(gamma.size()), dgamma(gamma.size()),

@@ -269,6 +269,20 @@ void set_affine(Harness& h, const std::string& bn, int64_t channels) {
   h.set_weight(bn + ".shift", beta);
 }
 
+// Checks `top` (the BatchNorm's output, or its fused ReLU's) against the
+// reference with the statistics of the harness's input batch, which it
+// returns.
+void expect_batch_norm_output(Harness& h, const std::string& top, bool relu,
+                              std::vector<double>* mean, std::vector<double>* var) {
+  auto w = h.weights();
+  const Shape s = shape_of(h.input_dims());
+  layer_test::channel_stats(h.input(), s, mean, var);
+  expect_near_all(h.data(top),
+                  layer_test::batch_norm_ref(h.input(), s, *mean, *var, w["bn.scale"],
+                                             w["bn.shift"], 1e-5, relu),
+                  kFwdTol, top);
+}
+
 struct BnCase {
   std::string name;
   dims input;
@@ -289,14 +303,8 @@ TEST_P(BatchNormTest, TrainingForwardMatchesReferenceAndGradientsMatchFiniteDiff
   EXPECT_EQ(h.layer("bn").describe().find("sync") != std::string::npos, c.sync);
   set_affine(h, "bn", c.input[1]);
   h.loss();
-  auto w = h.weights();
-  const Shape s = shape_of(c.input);
   std::vector<double> mean, var;
-  layer_test::channel_stats(h.input(), s, &mean, &var);
-  expect_near_all(h.data(top),
-                  layer_test::batch_norm_ref(h.input(), s, mean, var, w["bn.scale"], w["bn.shift"],
-                                             1e-5, c.relu),
-                  kFwdTol, top);
+  expect_batch_norm_output(h, top, c.relu, &mean, &var);
   expect_gradients_match(h, {.eps = c.relu ? 1e-3 : 1e-2});
 }
 
@@ -340,14 +348,8 @@ TEST(BatchNormTest, OnTheInputWhichNeedsNoGradient) {
             {3, 2, 3, 3}, {.pre = false});
   set_affine(h, "bn", 2);
   h.loss();
-  auto w = h.weights();
-  const Shape s{3, 2, 3, 3};
   std::vector<double> mean, var;
-  layer_test::channel_stats(h.input(), s, &mean, &var);
-  expect_near_all(
-      h.data("relu"),
-      layer_test::batch_norm_ref(h.input(), s, mean, var, w["bn.scale"], w["bn.shift"], 1e-5, true),
-      kFwdTol, "relu");
+  expect_batch_norm_output(h, "relu", true, &mean, &var);
   expect_gradients_match(h, {.eps = 1e-3, .input = false});
 }
 
@@ -363,14 +365,10 @@ TEST(BatchNormTest, ChannelsLastRunsTheLoops) {
   EXPECT_EQ(h.layer("bn").describe().find("loop over "), 0u) << h.layer("bn").describe();
   set_affine(h, "bn", 1);
   h.loss();
+  std::vector<double> mean, var;
+  expect_batch_norm_output(h, "relu", true, &mean, &var);
   auto w = h.weights();
   const Shape s = shape_of(input);
-  std::vector<double> mean, var;
-  layer_test::channel_stats(h.input(), s, &mean, &var);
-  expect_near_all(
-      h.data("relu"),
-      layer_test::batch_norm_ref(h.input(), s, mean, var, w["bn.scale"], w["bn.shift"], 1e-5, true),
-      kFwdTol, "relu");
   const double m = static_cast<double>(s.n * s.h * s.w);
   EXPECT_NEAR(w["bn.running_mean"][0], 0.5 * mean[0], 1e-5);
   EXPECT_NEAR(w["bn.running_var"][0], 0.5 + 0.5 * var[0] * m / (m - 1), 1e-5);
