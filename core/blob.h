@@ -15,6 +15,10 @@ struct Blob {
   dnnl::memory diff;  // null when no gradient is needed here
   bool needs_grad = false;
   int split_branches = 0;  // readers given a branch of their own (see Split)
+  // The gradient's storage is this blob's alone and its producer's backward
+  // only reads it, so a layer that hands one gradient to several bottoms
+  // (Add) can make it theirs instead of copying it.
+  bool gradient_shareable = false;
 
   dnnl::memory::desc desc() const { return data.get_desc(); }
   dnnl::memory::dims dims() const { return data.get_desc().dims(); }

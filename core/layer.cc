@@ -70,6 +70,14 @@ void SetupContext::share_top(Blob* top, const Blob& bottom, bool share_gradient)
   }
 }
 
+void SetupContext::share_gradient(Blob* bottom, const Blob& top) {
+  if (!bottom->gradient_shareable || bottom->diff.get_desc() != top.diff.get_desc()) {
+    throw std::logic_error("gradient of '" + bottom->name + "' cannot be shared");
+  }
+  pending_.aliases.emplace_back(top.diff, bottom->diff);
+  bottom->gradient_shareable = false;
+}
+
 Param* SetupContext::add_param(const std::string& suffix, const dnnl::memory::desc& plain_desc,
                                const dnnl::memory::desc& desc, dnnl::memory::dims export_dims,
                                ParamInit init, bool trainable) {

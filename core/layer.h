@@ -73,10 +73,18 @@ std::optional<Activation> activation_of(const LayerSpec& spec);
 
 class SetupContext {
  public:
-  SetupContext(const NetState& state, ParamStore& store, const std::string& layer_name)
-      : state_(state), store_(store), layer_name_(layer_name) {}
+  SetupContext(const NetState& state, ParamStore& store, const std::string& layer_name,
+               bool top_gradient_shared = false)
+      : state_(state),
+        store_(store),
+        layer_name_(layer_name),
+        top_gradient_shared_(top_gradient_shared) {}
 
   const NetState& state() const { return state_; }
+  // The top's only reader is an Add, which shares its gradient with the
+  // other branches when the top's gradient is shareable: a layer that would
+  // write its input gradient over its top's had better not.
+  bool top_gradient_shared() const { return top_gradient_shared_; }
 
   // Gives `top` the layout `md`; its storage comes from the net's arena,
   // held only while a forward or backward needs it. With `in_place_of`,
@@ -86,6 +94,10 @@ class SetupContext {
   // `top` with the same storage as `bottom`; its gradient stays separate
   // unless share_gradient, when it is the bottom's too.
   void share_top(Blob* top, const Blob& bottom, bool share_gradient = false);
+  // The gradient of `bottom` (gradient_shareable, same layout) becomes the
+  // storage of `top`'s: what the top's gradient holds after this layer's
+  // backward is the bottom's.
+  void share_gradient(Blob* bottom, const Blob& top);
   // Declares a trainable parameter (or, with trainable=false, a buffer).
   Param* add_param(const std::string& suffix, const dnnl::memory::desc& plain_desc,
                    const dnnl::memory::desc& desc, dnnl::memory::dims export_dims, ParamInit init,
@@ -98,7 +110,8 @@ class SetupContext {
   // Filled in by the net and read back when it allocates.
   struct Pending {
     std::vector<dnnl::memory> arena;
-    std::vector<std::pair<dnnl::memory, dnnl::memory>> views;  // base, view
+    std::vector<std::pair<dnnl::memory, dnnl::memory>> views;    // base, view
+    std::vector<std::pair<dnnl::memory, dnnl::memory>> aliases;  // storage, alias of it
     std::vector<dnnl::memory> scratchpads;
     size_t scratchpad_bytes = 0;
   };
@@ -108,6 +121,7 @@ class SetupContext {
   const NetState& state_;
   ParamStore& store_;
   std::string layer_name_;
+  bool top_gradient_shared_;
   Pending pending_;
 };
 

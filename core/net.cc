@@ -152,9 +152,10 @@ struct Lifetime {
 // from its producer's forward to the last forward that reads it, and on to
 // the backward of its producer or of a reader where that backward reads
 // it; its gradient from the backward of its last reader to that of its
-// producer. A buffer of several blobs (a Split's top, an in-place gradient)
-// takes the union of their spans.
+// producer. A buffer of several blobs (a Split's top, an in-place gradient,
+// a shared gradient's aliases) takes the union of their spans.
 std::vector<Lifetime> lifetimes(const std::vector<dnnl::memory>& arena,
+                                const std::vector<std::pair<dnnl::memory, dnnl::memory>>& aliases,
                                 const std::vector<std::unique_ptr<Layer>>& layers,
                                 const std::vector<Blob*>& tops,
                                 const std::map<std::string, std::unique_ptr<Blob>>& blobs) {
@@ -163,8 +164,15 @@ std::vector<Lifetime> lifetimes(const std::vector<dnnl::memory>& arena,
   auto backward_time = [&](int layer) { return end - layer; };
   std::vector<Lifetime> spans;
   std::map<dnnl_memory_t, size_t> index;
+  std::set<dnnl_memory_t> aliased;
+  for (const auto& [storage, alias] : aliases) aliased.insert(alias.get());
   for (const auto& m : arena) {
+    if (aliased.count(m.get())) continue;
     if (index.emplace(m.get(), spans.size()).second) spans.push_back({m, end + 1, -1});
+  }
+  for (const auto& [storage, alias] : aliases) {
+    if (aliased.count(storage.get())) throw std::logic_error("alias of an alias");
+    index[alias.get()] = index.at(storage.get());
   }
   auto need = [&](const dnnl::memory& m, int first, int last) {
     if (!m) return;
@@ -264,6 +272,15 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
     }
   }
 
+  // The blobs whose only reader is an Add (see SetupContext::top_gradient_shared).
+  std::set<std::string> add_inputs;
+  for (const Node& n : nodes) {
+    if (n.spec.type() != "Add") continue;
+    for (const std::string& b : n.spec.bottom()) {
+      if (consumers[b] == 1) add_inputs.insert(b);
+    }
+  }
+
   SetupContext::Pending pending;
   auto make_blob = [&](const std::string& name, bool needs_grad) {
     auto blob = std::make_unique<Blob>();
@@ -299,11 +316,12 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
     layer->bottom_names_.assign(n.spec.bottom().begin(), n.spec.bottom().end());
     layer->top_name_ = n.spec.top();
 
-    SetupContext ctx(state_, store_, n.spec.name());
+    SetupContext ctx(state_, store_, n.spec.name(), add_inputs.count(n.spec.top()) > 0);
     layer->setup(bottoms, top, ctx);
     auto& p = ctx.pending();
     pending.arena.insert(pending.arena.end(), p.arena.begin(), p.arena.end());
     pending.views.insert(pending.views.end(), p.views.begin(), p.views.end());
+    pending.aliases.insert(pending.aliases.end(), p.aliases.begin(), p.aliases.end());
     pending.scratchpads.insert(pending.scratchpads.end(), p.scratchpads.begin(),
                                p.scratchpads.end());
     pending.scratchpad_bytes = std::max(pending.scratchpad_bytes, p.scratchpad_bytes);
@@ -314,7 +332,7 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
   }
   loss_ = dynamic_cast<LossLayer*>(layers_.back().get());
 
-  std::vector<Lifetime> buffers = lifetimes(pending.arena, layers_, tops_, blobs_);
+  std::vector<Lifetime> buffers = lifetimes(pending.arena, pending.aliases, layers_, tops_, blobs_);
   if (memory == BlobMemory::kKeepAll) {
     for (Lifetime& b : buffers) b = {b.memory, 0, std::numeric_limits<int>::max()};
   }
@@ -324,6 +342,7 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
   arena_ = AlignedFloats(arena_bytes / sizeof(float));
   char* base = reinterpret_cast<char*>(arena_.data());
   for (size_t i = 0; i < buffers.size(); ++i) buffers[i].memory.set_data_handle(base + offsets[i]);
+  for (auto& [storage, alias] : pending.aliases) alias.set_data_handle(storage.get_data_handle());
   for (auto& [from, view] : pending.views) view.set_data_handle(from.get_data_handle());
   scratchpad_ = AlignedFloats((pending.scratchpad_bytes + 3) / 4);
   for (auto& m : pending.scratchpads) m.set_data_handle(scratchpad_.data());

@@ -1,11 +1,14 @@
 // Add: the elementwise sum of two or more blobs of the same shape (residual
 // connections). Forward is one oneDNN sum into the first bottom's layout;
-// backward hands the top's gradient to every bottom that needs one,
-// reordered into that bottom's layout. The first bottom that needs one, in
-// the top's layout, has the top's gradient as its own: a copy fewer. An
+// backward hands the top's gradient to every bottom that needs one. Bottoms
+// in the top's layout whose producers only read their gradient (a Split's
+// branch, a BatchNorm told to keep its output's gradient) have the top's
+// as theirs; failing those, the first in the top's layout has it; the rest
+// get a copy, reordered into their layout. An
 // activation after an Add of two (ResNet's ReLU) is fused into it: the sum
 // becomes oneDNN's binary add with the activation as a post-op, one pass
 // instead of two, and its gradient is taken in place on the top's.
+#include <algorithm>
 #include <optional>
 
 #include "core/engine.h"
@@ -47,11 +50,23 @@ class AddLayer : public Layer {
       srcs.push_back(first.desc());
     }
     const memory::desc dst = first.desc();
-    const Blob* shared = nullptr;
-    for (const Blob* b : bottoms) {
-      if (!shared && b->needs_grad && b->diff && b->diff.get_desc() == dst) shared = b;
+    // Where bottoms' gradients are shareable the top's gradient becomes
+    // theirs; else the first's in the top's layout is the top's (its
+    // producer may overwrite it, so no other bottom can share it).
+    std::vector<Blob*> sharing;
+    const Blob* in_place_of = nullptr;
+    for (Blob* b : bottoms) {
+      if (!b->needs_grad || !b->diff || b->diff.get_desc() != dst) continue;
+      if (b->gradient_shareable) {
+        sharing.push_back(b);
+      } else if (!in_place_of) {
+        in_place_of = b;
+      }
     }
-    ctx.define_top(top, dst, shared);
+    ctx.define_top(top, dst, sharing.empty() ? in_place_of : nullptr);
+    for (Blob* b : sharing) {
+      if (top->diff) ctx.share_gradient(b, *top);
+    }
     if (activation_) {
       dnnl::post_ops ops;
       ops.append_eltwise(1.f, activation_->forward, activation_->alpha, 0.f);
@@ -78,9 +93,14 @@ class AddLayer : public Layer {
       describe_ = "sum " + std::string(pd.impl_info_str());
     }
     for (const Blob* b : bottoms) {
-      if (b->needs_grad && b->diff.get() != top->diff.get()) {
+      const bool shares = std::find(sharing.begin(), sharing.end(), b) != sharing.end();
+      if (b->needs_grad && !shares && b->diff.get() != top->diff.get()) {
         backward_.push_back(make_reorder(top->diff, b->diff));
       }
+    }
+    if (!sharing.empty()) {
+      describe_ += ", gradient shared by " + std::to_string(sharing.size()) + " of " +
+                   std::to_string(bottoms.size()) + " bottoms";
     }
   }
 

@@ -159,9 +159,14 @@ class BatchNormLayer : public Layer {
     running_var_ =
         ctx.add_param("running_var", vec, vec, {channels_}, {ParamInit::Kind::kOne}, false);
 
+    // The input gradient overwrites the output's unless an Add would share
+    // the latter with its other bottoms: then it is written apart, and
+    // backward only reads the output's gradient. (The synchronized
+    // correction reads it after the input gradient is written.)
+    const bool in_place = !sync_ && !ctx.top_gradient_shared();
     if (!sync_) loops_ = BatchNormLoops::plan(data, omp_get_max_threads());
     if (loops_) {
-      ctx.define_top(top, data, &bottom);
+      define_top(top, data, in_place, ctx);
       mean_ = memory(vec, cpu_engine());
       var_ = memory(vec, cpu_engine());
       diff_src_ = bottom.needs_grad ? bottom.diff : memory();
@@ -182,9 +187,7 @@ class BatchNormLayer : public Layer {
     // given to it.
     const Fwd::primitive_desc fwd({prop::forward_training, data, eps_, sync_ ? global : base},
                                   default_attr(), eng);
-    // oneDNN's backward can write the input gradient over the output's;
-    // the synchronized correction still reads the latter.
-    ctx.define_top(top, fwd.dst_desc(), sync_ ? nullptr : &bottom);
+    define_top(top, fwd.dst_desc(), in_place, ctx);
     mean_ = memory(fwd.mean_desc(), eng);
     var_ = memory(fwd.variance_desc(), eng);
     if (relu_) workspace_ = memory(fwd.workspace_desc(), eng);
@@ -281,6 +284,11 @@ class BatchNormLayer : public Layer {
   bool backward_reads_top() const override { return sync_ && relu_; }
 
  private:
+  void define_top(Blob* top, const memory::desc& md, bool in_place, SetupContext& ctx) {
+    ctx.define_top(top, md, in_place ? bottom_ : nullptr);
+    top->gradient_shareable = !in_place;
+  }
+
   void loops_forward(bool training) {
     cpu_stream().wait();
     const void* x = bottom_->data.get_data_handle();

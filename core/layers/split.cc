@@ -19,6 +19,7 @@ class SplitLayer : public Layer {
     bottom_ = bottoms[0];
     branch_ = bottom_->split_branches++;
     ctx.share_top(top, *bottom_, branch_ == 0);
+    top->gradient_shareable = branch_ != 0;
     if (!bottom_->needs_grad || branch_ == 0 || !top->diff) return;
     dnnl::primitive_attr accumulate = default_attr();
     dnnl::post_ops ops;

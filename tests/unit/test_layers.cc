@@ -788,10 +788,12 @@ TEST(AddTest, ResidualBlockWithSplit) {
   expect_gradients_match(h);
 }
 
-// The gradients the Add and the Split share storage with (the Add's top's
-// is its first bottom's, the first branch's is the blob's) pass through
-// BatchNorms, whose backward overwrites the gradient it reads; the ReLU
-// after the first Add is fused into it, its gradient taken in place.
+// The gradients the Adds share storage with: the first Add's top's is both
+// BatchNorms' (each told to write its input gradient apart), the second's
+// is the second branch of the Split of 'relu' (the convolution gets a
+// copy), and the first branch's is the blob's. The ReLU after the first Add
+// is fused into it, its gradient taken in place before the BatchNorms read
+// it.
 TEST(AddTest, ResidualBlockWithBatchNormOnBothPathsAndAFusedRelu) {
   Harness h(
       "layer { name: 'conv' type: 'Convolution' convolution { num_output: 4 kernel_size: 3 pad: 1 "
@@ -804,11 +806,29 @@ TEST(AddTest, ResidualBlockWithBatchNormOnBothPathsAndAFusedRelu) {
       "layer { name: 'out' type: 'Add' bottom: 'conv2' bottom: 'relu' }",
       {4, 4, 5, 5});
   EXPECT_EQ(h.layer("sum").fused(), "ReLU");
+  EXPECT_THAT(h.layer("sum").describe(), HasSubstr("gradient shared by 2 of 2 bottoms"));
+  EXPECT_THAT(h.layer("out").describe(), HasSubstr("gradient shared by 1 of 2 bottoms"));
   h.loss();
   const auto a = h.data("bn_a"), b = h.data("bn_b");
   std::vector<float> want(a.size());
   for (size_t i = 0; i < a.size(); ++i) want[i] = std::max(a[i] + b[i], 0.f);
   expect_near_all(h.data("relu"), want, 1e-6, "relu");
+  expect_gradients_match(h);
+}
+
+// ResNet's identity block: the Add's gradient is the BatchNorm's and the
+// shortcut branch's, which the Split reads only after the BatchNorm's
+// backward, so the latter must not write over it.
+TEST(AddTest, IdentityBlockSharesItsGradientWithTheBatchNormAndTheShortcut) {
+  Harness h(
+      "layer { name: 'conv' type: 'Convolution' convolution { num_output: 3 kernel_size: 3 pad: 1 "
+      "bias: false } }\n"
+      "layer { name: 'bn' type: 'BatchNorm' }\n"
+      "layer { name: 'sum' type: 'Add' bottom: 'bn' bottom: 'pre' }\n"
+      "layer { name: 'relu' type: 'ReLU' }",
+      {4, 3, 5, 5});
+  EXPECT_THAT(h.layer("sum").describe(), HasSubstr("gradient shared by 2 of 2 bottoms"));
+  h.loss();
   expect_gradients_match(h);
 }
 
