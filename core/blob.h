@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -19,6 +20,11 @@ struct Blob {
   // only reads it, so a layer that hands one gradient to several bottoms
   // (Add) can make it theirs instead of copying it.
   bool gradient_shareable = false;
+  // Set by a producer whose backward adds the gradients of this blob's
+  // Split branches itself (fused into a pass it makes anyway); those
+  // Splits then only list their branch's gradient here.
+  bool producer_sums_branches = false;
+  std::vector<dnnl::memory> branch_gradients;
 
   dnnl::memory::desc desc() const { return data.get_desc(); }
   dnnl::memory::dims dims() const { return data.get_desc().dims(); }

@@ -152,8 +152,9 @@ struct Lifetime {
 // from its producer's forward to the last forward that reads it, and on to
 // the backward of its producer or of a reader where that backward reads
 // it; its gradient from the backward of its last reader to that of its
-// producer. A buffer of several blobs (a Split's top, an in-place gradient,
-// a shared gradient's aliases) takes the union of their spans.
+// producer (a Split branch's, whose gradient the blob's producer sums, to
+// that producer's). A buffer of several blobs (a Split's top, an in-place
+// gradient, a shared gradient's aliases) takes the union of their spans.
 std::vector<Lifetime> lifetimes(const std::vector<dnnl::memory>& arena,
                                 const std::vector<std::pair<dnnl::memory, dnnl::memory>>& aliases,
                                 const std::vector<std::unique_ptr<Layer>>& layers,
@@ -197,6 +198,9 @@ std::vector<Lifetime> lifetimes(const std::vector<dnnl::memory>& arena,
     }
     need(top->data, p, last);
     need(top->diff, first_gradient, backward_time(p));
+    for (const dnnl::memory& branch : top->branch_gradients) {
+      need(branch, backward_time(p), backward_time(p));
+    }
   }
   // The inputs, and anything no blob claims, for the whole step.
   for (Lifetime& span : spans) {

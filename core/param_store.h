@@ -29,14 +29,14 @@ struct ParamInit {
 };
 
 struct Param {
-  std::string name;                    // "<layer>.<suffix>"
-  dnnl::memory::desc plain_desc;       // user-facing layout
-  dnnl::memory::dims export_dims;      // shape written to weight files
-  dnnl::memory value;                  // primitive's layout, inside the store
-  dnnl::memory grad;                   // same layout; null for buffers
+  std::string name;                // "<layer>.<suffix>"
+  dnnl::memory::desc plain_desc;   // user-facing layout
+  dnnl::memory::dims export_dims;  // shape written to weight files
+  dnnl::memory value;              // primitive's layout, inside the store
+  dnnl::memory grad;               // same layout; null for buffers
   ParamInit init;
-  size_t offset = 0;                   // in floats, into the store
-  size_t size = 0;                     // floats, including layout padding
+  size_t offset = 0;  // in floats, into the store
+  size_t size = 0;    // floats, including layout padding
 };
 
 class AlignedFloats {

@@ -7,7 +7,11 @@
 // get a copy, reordered into their layout. An
 // activation after an Add of two (ResNet's ReLU) is fused into it: the sum
 // becomes oneDNN's binary add with the activation as a post-op, one pass
-// instead of two, and its gradient is taken in place on the top's.
+// instead of two, and its gradient is taken in place on the top's; a ReLU's
+// also sums the gradients of the top's Split branches in that pass
+// (relu_gradient_loops.h).
+#include <omp.h>
+
 #include <algorithm>
 #include <optional>
 
@@ -15,6 +19,7 @@
 #include "core/error.h"
 #include "core/layer.h"
 #include "core/layers/layers.h"
+#include "core/layers/relu_gradient_loops.h"
 #include "core/primitive.h"
 
 namespace dptrain {
@@ -80,6 +85,10 @@ class AddLayer : public Layer {
                                                    {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd)}});
       describe_ = "binary " + std::string(pd.impl_info_str());
       if (top->diff) activation_backward_ = fused_activation_backward(*activation_, *top, ctx);
+      top->producer_sums_branches = top->diff &&
+                                    activation_->forward == dnnl::algorithm::eltwise_relu &&
+                                    activation_->alpha == 0.f;
+      top_ = top;
     } else {
       const std::vector<float> scales(bottoms.size(), 1.f);
       const dnnl::sum::primitive_desc pd(dst, scales, srcs, cpu_engine(), default_attr());
@@ -109,7 +118,11 @@ class AddLayer : public Layer {
     forward_.run();
   }
   void backward() override {
-    if (activation_backward_) activation_backward_.run();
+    if (top_ && !top_->branch_gradients.empty()) {
+      relu_gradient_sum_of_branches();
+    } else if (activation_backward_) {
+      activation_backward_.run();
+    }
     for (const BoundPrimitive& copy : backward_) copy.run();
   }
   bool fuse_activation(const Activation& act) override {
@@ -118,12 +131,30 @@ class AddLayer : public Layer {
     fused_ = act.type;
     return true;
   }
-  std::string describe() const override { return describe_; }
+  std::string describe() const override {
+    if (!top_ || top_->branch_gradients.empty()) return describe_;
+    return describe_ + ", ReLU gradient summing " +
+           std::to_string(top_->branch_gradients.size() + 1) + " branches";
+  }
   bool backward_reads_bottoms() const override { return false; }
   bool backward_reads_top() const override { return activation_.has_value(); }
 
  private:
+  void relu_gradient_sum_of_branches() {
+    cpu_stream().wait();
+    std::vector<const void*> others;
+    // In the order the Splits would have added them (the last first).
+    for (auto it = top_->branch_gradients.rbegin(); it != top_->branch_gradients.rend(); ++it) {
+      others.push_back(it->get_data_handle());
+    }
+    const memory::desc md = top_->diff.get_desc();
+    const bool bf16 = md.data_type() == memory::data_type::bf16;
+    relu_gradient_sum(bf16, top_->diff.get_data_handle(), others, top_->data.get_data_handle(),
+                      static_cast<int64_t>(md.get_size() / (bf16 ? 2 : 4)), omp_get_max_threads());
+  }
+
   std::optional<Activation> activation_;
+  Blob* top_ = nullptr;  // when its ReLU's gradient sums its Split branches'
   BoundPrimitive activation_backward_;
   std::vector<Relayout> inputs_;
   BoundPrimitive forward_;

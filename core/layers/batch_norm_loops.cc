@@ -34,59 +34,6 @@ constexpr int64_t kChunk = 32;  // pixels summed in float before double
 
 enum Kind { kStatistics, kGradientSums, kNormalize, kInputGradient };
 
-// L lanes of float (a plain float for L = 1) read from and written to
-// elements of T: f32, or bf16 as its bits.
-template <class T, int L>
-struct Lanes {
-  using F = std::conditional_t<L == 1, float, typename VecOf<float, L>::type>;
-  using U = std::conditional_t<L == 1, uint32_t, typename VecOf<uint32_t, L>::type>;
-  using S = std::conditional_t<L == 1, int32_t, typename VecOf<int32_t, L>::type>;
-
-  [[gnu::always_inline]] static F get(const T* p) {
-    if constexpr (std::is_same_v<T, float>) {
-      return load<F>(p);
-    } else {
-      U u;
-      if constexpr (L == 1) {
-        u = static_cast<uint32_t>(*p) << 16;
-      } else {
-        u = __builtin_convertvector(load<typename VecOf<uint16_t, L>::type>(p), U) << 16;
-      }
-      F f;
-      std::memcpy(&f, &u, sizeof f);
-      return f;
-    }
-  }
-
-  [[gnu::always_inline]] static void put(T* p, const F& v) {
-    if constexpr (std::is_same_v<T, float>) {
-      store(p, v);
-    } else {
-      U u;
-      std::memcpy(&u, &v, sizeof u);
-      // Round to nearest even; a NaN stays a (quiet) NaN.
-      const U rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-      const U quiet = (u >> 16) | 0x40u;
-      if constexpr (L == 1) {
-        *p = static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
-      } else {
-        const U nan = reinterpret_cast<U>((u & 0x7fffffffu) > 0x7f800000u);
-        store(p, __builtin_convertvector((rounded & ~nan) | (quiet & nan),
-                                         typename VecOf<uint16_t, L>::type));
-      }
-    }
-  }
-
-  // v where `where` > 0, else 0.
-  [[gnu::always_inline]] static F cut(const F& v, const F& where) {
-    if constexpr (L == 1) {
-      return where > 0.f ? v : 0.f;
-    } else {
-      return reinterpret_cast<F>(reinterpret_cast<S>(v) & reinterpret_cast<S>(where > 0.f));
-    }
-  }
-};
-
 // Calls body<L>(c) for the channels of a row: a vector of W at a time,
 // then the last ones one by one.
 template <int W, class Body>

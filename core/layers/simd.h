@@ -1,6 +1,8 @@
-// What the loops of our own (max pooling, batch normalization) share: the
-// instruction sets they are compiled for, the one this CPU runs best, and
-// GCC vector extensions a register's width of lanes at a time. The build
+// What the loops of our own (max pooling, batch normalization, the ReLU
+// gradient of a residual block) share: the instruction sets they are
+// compiled for, the one this CPU runs best, GCC vector extensions a
+// register's width of lanes at a time, and those lanes read from and
+// written to f32 or bf16. The build
 // targets the x86-64 baseline; each loop is inlined into functions
 // compiled for AVX-512, AVX2 and the baseline alike (GCC's target
 // attribute), and the CPU picks one at run time.
@@ -10,7 +12,10 @@
 // file that uses them silences -Wpsabi.
 #pragma once
 
+#include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 namespace dptrain {
 
@@ -23,6 +28,15 @@ inline Simd best_simd() {
                            : __builtin_cpu_supports("avx2") ? Simd::kAvx2
                                                             : Simd::kBaseline;
   return best;
+}
+
+// Every instruction set this CPU runs, the baseline first: each copy of a
+// loop that can be tested here.
+inline std::vector<Simd> runnable_simds() {
+  std::vector<Simd> simds = {Simd::kBaseline};
+  if (best_simd() != Simd::kBaseline) simds.push_back(Simd::kAvx2);
+  if (best_simd() == Simd::kAvx512) simds.push_back(Simd::kAvx512);
+  return simds;
 }
 
 inline const char* simd_name(Simd simd) {
@@ -61,6 +75,59 @@ template <class V, class T>
 [[gnu::always_inline]] inline void store(T* p, const V& v) {
   std::memcpy(p, &v, sizeof v);
 }
+
+// L lanes of float (a plain float for L = 1) read from and written to
+// elements of T: f32, or bf16 as its bits.
+template <class T, int L>
+struct Lanes {
+  using F = std::conditional_t<L == 1, float, typename VecOf<float, L>::type>;
+  using U = std::conditional_t<L == 1, uint32_t, typename VecOf<uint32_t, L>::type>;
+  using S = std::conditional_t<L == 1, int32_t, typename VecOf<int32_t, L>::type>;
+
+  [[gnu::always_inline]] static F get(const T* p) {
+    if constexpr (std::is_same_v<T, float>) {
+      return load<F>(p);
+    } else {
+      U u;
+      if constexpr (L == 1) {
+        u = static_cast<uint32_t>(*p) << 16;
+      } else {
+        u = __builtin_convertvector(load<typename VecOf<uint16_t, L>::type>(p), U) << 16;
+      }
+      F f;
+      std::memcpy(&f, &u, sizeof f);
+      return f;
+    }
+  }
+
+  [[gnu::always_inline]] static void put(T* p, const F& v) {
+    if constexpr (std::is_same_v<T, float>) {
+      store(p, v);
+    } else {
+      U u;
+      std::memcpy(&u, &v, sizeof u);
+      // Round to nearest even; a NaN stays a (quiet) NaN.
+      const U rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+      const U quiet = (u >> 16) | 0x40u;
+      if constexpr (L == 1) {
+        *p = static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+      } else {
+        const U nan = reinterpret_cast<U>((u & 0x7fffffffu) > 0x7f800000u);
+        store(p, __builtin_convertvector((rounded & ~nan) | (quiet & nan),
+                                         typename VecOf<uint16_t, L>::type));
+      }
+    }
+  }
+
+  // v where `where` > 0, else 0.
+  [[gnu::always_inline]] static F cut(const F& v, const F& where) {
+    if constexpr (L == 1) {
+      return where > 0.f ? v : 0.f;
+    } else {
+      return reinterpret_cast<F>(reinterpret_cast<S>(v) & reinterpret_cast<S>(where > 0.f));
+    }
+  }
+};
 #pragma GCC diagnostic pop
 
 // The target attributes of the functions each instruction set's copy of a

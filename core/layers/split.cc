@@ -2,7 +2,8 @@
 // branch: a Split whose top shares the blob's storage. The first branch's
 // gradient is the blob's own (its reader's backward writes the blob's
 // gradient); in backward, which runs every reader before any Split (they
-// all follow the producer), each other branch adds its gradient to it.
+// all follow the producer), each other branch adds its gradient to it, or
+// leaves that to the producer where it offers to (Blob::branch_gradients).
 #include "core/engine.h"
 #include "core/layer.h"
 #include "core/layers/layers.h"
@@ -21,6 +22,10 @@ class SplitLayer : public Layer {
     ctx.share_top(top, *bottom_, branch_ == 0);
     top->gradient_shareable = branch_ != 0;
     if (!bottom_->needs_grad || branch_ == 0 || !top->diff) return;
+    if (bottom_->producer_sums_branches) {
+      bottom_->branch_gradients.push_back(top->diff);
+      return;
+    }
     dnnl::primitive_attr accumulate = default_attr();
     dnnl::post_ops ops;
     ops.append_sum(1.f);

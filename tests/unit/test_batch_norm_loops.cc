@@ -130,11 +130,8 @@ TEST_P(BatchNormLoopsTest, MatchTheFormulas) {
 }
 
 std::vector<Case> cases() {
-  std::vector<Simd> simds = {Simd::kBaseline};
-  if (best_simd() != Simd::kBaseline) simds.push_back(Simd::kAvx2);
-  if (best_simd() == Simd::kAvx512) simds.push_back(Simd::kAvx512);
   std::vector<Case> out;
-  for (Simd simd : simds) {
+  for (Simd simd : runnable_simds()) {
     for (dt type : {dt::f32, dt::bf16}) {
       for (int64_t channels : {20, 40}) {
         for (bool relu : {false, true}) {

@@ -792,8 +792,8 @@ TEST(AddTest, ResidualBlockWithSplit) {
 // BatchNorms' (each told to write its input gradient apart), the second's
 // is the second branch of the Split of 'relu' (the convolution gets a
 // copy), and the first branch's is the blob's. The ReLU after the first Add
-// is fused into it, its gradient taken in place before the BatchNorms read
-// it.
+// is fused into it, its gradient taken in place, summing the second
+// branch's, before the BatchNorms read it.
 TEST(AddTest, ResidualBlockWithBatchNormOnBothPathsAndAFusedRelu) {
   Harness h(
       "layer { name: 'conv' type: 'Convolution' convolution { num_output: 4 kernel_size: 3 pad: 1 "
@@ -807,6 +807,7 @@ TEST(AddTest, ResidualBlockWithBatchNormOnBothPathsAndAFusedRelu) {
       {4, 4, 5, 5});
   EXPECT_EQ(h.layer("sum").fused(), "ReLU");
   EXPECT_THAT(h.layer("sum").describe(), HasSubstr("gradient shared by 2 of 2 bottoms"));
+  EXPECT_THAT(h.layer("sum").describe(), HasSubstr("ReLU gradient summing 2 branches"));
   EXPECT_THAT(h.layer("out").describe(), HasSubstr("gradient shared by 1 of 2 bottoms"));
   h.loss();
   const auto a = h.data("bn_a"), b = h.data("bn_b");

@@ -115,10 +115,7 @@ std::vector<Case> cases() {
   };
   std::vector<Case> all;
   // Every instruction set this CPU runs; the baseline runs everywhere.
-  std::vector<Simd> simds = {Simd::kBaseline};
-  if (best_simd() != Simd::kBaseline) simds.push_back(Simd::kAvx2);
-  if (best_simd() == Simd::kAvx512) simds.push_back(Simd::kAvx512);
-  for (Simd simd : simds) {
+  for (Simd simd : runnable_simds()) {
     for (tag t : {tag::nChw16c, tag::nChw8c, tag::nhwc}) {
       for (dt type : {dt::f32, dt::bf16}) {
         for (const Geometry& g : geometries) {

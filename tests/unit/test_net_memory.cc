@@ -1,8 +1,9 @@
 // The net's memory plan: blobs whose lifetimes in a step do not overlap
 // share bytes, and BatchNorm's backward runs in place. A net that reuses
 // bytes must compute exactly what one that keeps every blob computes, over
-// branches (Split, Add, Concat), activations fused and standalone, pooling,
-// dropout and both BatchNorm paths.
+// branches (Split, Add, Concat), residual blocks whose Adds share their
+// gradients and sum their branches' in the ReLU's, activations fused and
+// standalone, pooling, dropout and both BatchNorm paths.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -49,6 +50,20 @@ constexpr const char* kBranchy = R"pb(
     type: "MaxPool"
     pooling { kernel_size: 2 }
   }
+  layer {
+    name: "c3"
+    type: "Convolution"
+    convolution { num_output: 16 kernel_size: 1 bias: false }
+  }
+  layer { name: "bn3" type: "BatchNorm" }
+  layer { name: "res" type: "Add" bottom: "bn3" bottom: "pool" }
+  layer { name: "res_relu" type: "ReLU" }
+  layer {
+    name: "c4"
+    type: "Convolution"
+    convolution { num_output: 16 kernel_size: 1 }
+  }
+  layer { name: "res2" type: "Add" bottom: "c4" bottom: "res_relu" }
   layer { name: "tanh" type: "Tanh" }
   layer {
     name: "avg"
@@ -119,6 +134,8 @@ TEST_P(NetMemoryTest, ReusedBytesComputeExactlyWhatKeptBlobsDo) {
   ASSERT_EQ(a.grads.size(), b.grads.size());
   for (const auto& [name, grad] : a.grads) EXPECT_EQ(grad, b.grads.at(name)) << name;
   EXPECT_LT(reused.arena_bytes(), kept.arena_bytes() * 3 / 4) << reused.summary();
+  EXPECT_NE(reused.summary().find("ReLU gradient summing 2 branches"), std::string::npos)
+      << reused.summary();
 }
 
 INSTANTIATE_TEST_SUITE_P(SyncBatchNorm, NetMemoryTest, ::testing::Bool());
