@@ -46,9 +46,17 @@ std::optional<Activation> activation_of(const LayerSpec& spec) {
   return std::nullopt;
 }
 
-void SetupContext::define_top(Blob* top, const dnnl::memory::desc& md, const Blob* in_place_of) {
-  top->data = dnnl::memory(md, cpu_engine(), DNNL_MEMORY_NONE);
-  pending_.arena.push_back(top->data);
+void SetupContext::define_top(Blob* top, const dnnl::memory::desc& md, const Blob* in_place_of,
+                              const Blob* over) {
+  if (over) {
+    if (!may_overwrite(*over) || over->desc() != md) {
+      throw std::logic_error("top written over '" + over->name + "', which it may not be");
+    }
+    top->data = over->data;
+  } else {
+    top->data = dnnl::memory(md, cpu_engine(), DNNL_MEMORY_NONE);
+    pending_.arena.push_back(top->data);
+  }
   if (top->needs_grad && in_place_of && in_place_of->diff) {
     if (in_place_of->diff.get_desc() != md) {
       throw std::logic_error("in-place gradient of another layout");

@@ -6,9 +6,11 @@
 // core/layers/, one line in core/layers/registry.cc, one gradient test.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -71,28 +73,42 @@ struct Activation {
 // The activation a layer spec describes, or nothing if it is not one.
 std::optional<Activation> activation_of(const LayerSpec& spec);
 
-class SetupContext {
- public:
-  SetupContext(const NetState& state, ParamStore& store, const std::string& layer_name,
-               bool top_gradient_shared = false)
-      : state_(state),
-        store_(store),
-        layer_name_(layer_name),
-        top_gradient_shared_(top_gradient_shared) {}
-
-  const NetState& state() const { return state_; }
+// What the net knows of a layer's neighbours when it sets the layer up.
+struct Neighbours {
   // The top's only reader is an Add, which shares its gradient with the
   // other branches when the top's gradient is shareable: a layer that would
   // write its input gradient over its top's had better not.
-  bool top_gradient_shared() const { return top_gradient_shared_; }
+  bool top_gradient_shared = false;
+  // Bottoms whose values nothing reads after this layer's forward (their
+  // only reader, their storage their own, their producer's backward not
+  // reading them): the top may be written over one of them.
+  std::vector<const Blob*> overwritable;
+};
+
+class SetupContext {
+ public:
+  SetupContext(const NetState& state, ParamStore& store, const std::string& layer_name,
+               Neighbours neighbours = {})
+      : state_(state), store_(store), layer_name_(layer_name), neighbours_(std::move(neighbours)) {}
+
+  const NetState& state() const { return state_; }
+  bool top_gradient_shared() const { return neighbours_.top_gradient_shared; }
+  bool may_overwrite(const Blob& bottom) const {
+    const auto& o = neighbours_.overwritable;
+    return std::find(o.begin(), o.end(), &bottom) != o.end();
+  }
 
   // Gives `top` the layout `md`; its storage comes from the net's arena,
   // held only while a forward or backward needs it. With `in_place_of`,
   // the top's gradient is that blob's (same layout): for a backward that
   // overwrites the gradient it reads.
-  void define_top(Blob* top, const dnnl::memory::desc& md, const Blob* in_place_of = nullptr);
-  // `top` with the same storage as `bottom`; its gradient stays separate
-  // unless share_gradient, when it is the bottom's too.
+  // With `over` (a bottom the layer may overwrite, same layout), the top's
+  // values are written over that bottom's.
+  void define_top(Blob* top, const dnnl::memory::desc& md, const Blob* in_place_of = nullptr,
+                  const Blob* over = nullptr);
+  // `top` with the same storage as `bottom` (a Split's branch, or a bottom
+  // the layer may overwrite); its gradient stays separate unless
+  // share_gradient, when it is the bottom's too.
   void share_top(Blob* top, const Blob& bottom, bool share_gradient = false);
   // The gradient of `bottom` (gradient_shareable, same layout) becomes the
   // storage of `top`'s: what the top's gradient holds after this layer's
@@ -121,7 +137,7 @@ class SetupContext {
   const NetState& state_;
   ParamStore& store_;
   std::string layer_name_;
-  bool top_gradient_shared_;
+  Neighbours neighbours_;
   Pending pending_;
 };
 

@@ -286,6 +286,7 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
   }
 
   SetupContext::Pending pending;
+  std::map<const Blob*, const Layer*> producers;
   auto make_blob = [&](const std::string& name, bool needs_grad) {
     auto blob = std::make_unique<Blob>();
     blob->name = name;
@@ -320,7 +321,20 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
     layer->bottom_names_.assign(n.spec.bottom().begin(), n.spec.bottom().end());
     layer->top_name_ = n.spec.top();
 
-    SetupContext ctx(state_, store_, n.spec.name(), add_inputs.count(n.spec.top()) > 0);
+    Neighbours neighbours;
+    neighbours.top_gradient_shared = add_inputs.count(n.spec.top()) > 0;
+    for (const Blob* b : bottoms) {
+      auto producer = producers.find(b);
+      if (consumers[b->name] != 1 || producer == producers.end() ||
+          producer->second->backward_reads_top()) {
+        continue;
+      }
+      const auto same_storage = std::count_if(blobs_.begin(), blobs_.end(), [&](const auto& kv) {
+        return kv.second->data.get(true) == b->data.get(true);
+      });
+      if (same_storage == 1) neighbours.overwritable.push_back(b);
+    }
+    SetupContext ctx(state_, store_, n.spec.name(), std::move(neighbours));
     layer->setup(bottoms, top, ctx);
     auto& p = ctx.pending();
     pending.arena.insert(pending.arena.end(), p.arena.begin(), p.arena.end());
@@ -331,6 +345,7 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
     pending.scratchpad_bytes = std::max(pending.scratchpad_bytes, p.scratchpad_bytes);
 
     runs_backward_.push_back(params || any_bottom_grad);
+    producers[top] = layer.get();
     tops_.push_back(top);
     layers_.push_back(std::move(layer));
   }

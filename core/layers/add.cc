@@ -27,6 +27,12 @@ namespace {
 
 using dnnl::memory;
 
+bool has_padding(const memory::desc& md) {
+  size_t elements = 1;
+  for (auto d : md.dims()) elements *= static_cast<size_t>(d);
+  return md.get_size() != elements * memory::data_type_size(md.data_type());
+}
+
 std::string shape_of(const Blob& blob) {
   std::string s;
   for (auto d : blob.dims()) s += (s.empty() ? "" : "x") + std::to_string(d);
@@ -68,7 +74,13 @@ class AddLayer : public Layer {
         in_place_of = b;
       }
     }
-    ctx.define_top(top, dst, sharing.empty() ? in_place_of : nullptr);
+    // oneDNN's binary add writes over its first input in place, where
+    // nothing reads that input later: the output then lands on lines just
+    // read, not on lines memory must first fetch. (oneDNN 2.6 gets a
+    // blocked layout's padded channels wrong in place, 3 of 16 say.)
+    const Blob* over =
+        activation_ && ctx.may_overwrite(first) && !has_padding(dst) ? &first : nullptr;
+    ctx.define_top(top, dst, sharing.empty() ? in_place_of : nullptr, over);
     for (Blob* b : sharing) {
       if (top->diff) ctx.share_gradient(b, *top);
     }
@@ -107,6 +119,7 @@ class AddLayer : public Layer {
         backward_.push_back(make_reorder(top->diff, b->diff));
       }
     }
+    if (over) describe_ += ", over its first bottom";
     if (!sharing.empty()) {
       describe_ += ", gradient shared by " + std::to_string(sharing.size()) + " of " +
                    std::to_string(bottoms.size()) + " bottoms";
