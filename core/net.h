@@ -62,6 +62,8 @@ class Net {
   const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }
   // Whether backward() runs layer i's backward (some gradient flows through it).
   bool runs_backward(size_t i) const { return runs_backward_[i]; }
+  // After forward, a blob an Add wrote over (SetupContext::define_top's
+  // `over`) holds the Add's output; the net's outputs are never such.
   const Blob& blob(const std::string& name) const;
   const LossLayer& loss_layer() const { return *loss_; }
   const dnnl::memory::dims& input_dims() const { return input_dims_; }

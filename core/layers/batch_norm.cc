@@ -161,8 +161,8 @@ class BatchNormLayer : public Layer {
 
     // The input gradient overwrites the output's unless an Add would share
     // the latter with its other bottoms: then it is written apart, and
-    // backward only reads the output's gradient. (The synchronized
-    // correction reads it after the input gradient is written.)
+    // backward only reads the output's gradient. The synchronized path
+    // always writes it apart.
     const bool in_place = !sync_ && !ctx.top_gradient_shared();
     if (!sync_) loops_ = BatchNormLoops::plan(data, omp_get_max_threads());
     if (loops_) {
