@@ -155,19 +155,21 @@ class AddLayer : public Layer {
  private:
   void relu_gradient_sum_of_branches() {
     cpu_stream().wait();
-    std::vector<const void*> others;
-    // In the order the Splits would have added them (the last first).
+    // In the order the Splits would have added them (the last first); the
+    // vector keeps its capacity, so no step but the first allocates.
+    others_.clear();
     for (auto it = top_->branch_gradients.rbegin(); it != top_->branch_gradients.rend(); ++it) {
-      others.push_back(it->get_data_handle());
+      others_.push_back(it->get_data_handle());
     }
     const memory::desc md = top_->diff.get_desc();
     const bool bf16 = md.data_type() == memory::data_type::bf16;
-    relu_gradient_sum(bf16, top_->diff.get_data_handle(), others, top_->data.get_data_handle(),
+    relu_gradient_sum(bf16, top_->diff.get_data_handle(), others_, top_->data.get_data_handle(),
                       static_cast<int64_t>(md.get_size() / (bf16 ? 2 : 4)), omp_get_max_threads());
   }
 
   std::optional<Activation> activation_;
   Blob* top_ = nullptr;  // when its ReLU's gradient sums its Split branches'
+  std::vector<const void*> others_;
   BoundPrimitive activation_backward_;
   std::vector<Relayout> inputs_;
   BoundPrimitive forward_;
