@@ -16,7 +16,7 @@
 namespace dptrain {
 namespace {
 
-constexpr size_t kAlignFloats = 16;  // 64 bytes: a cache line, an AVX-512 vector
+constexpr size_t kAlignFloats = AlignedFloats::kLine;
 
 size_t round_up(size_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
 
@@ -67,15 +67,6 @@ bool same_shape(const NamedTensor& t, const Param& p) {
 }
 
 }  // namespace
-
-AlignedFloats::AlignedFloats(size_t n) : size_(n) {
-  void* p = nullptr;
-  if (posix_memalign(&p, 64, std::max<size_t>(n, 1) * sizeof(float)) != 0) throw std::bad_alloc();
-  std::memset(p, 0, std::max<size_t>(n, 1) * sizeof(float));
-  data_.reset(static_cast<float*>(p));
-}
-
-void AlignedFloats::Free::operator()(float* p) const { std::free(p); }
 
 Param* ParamStore::add(bool trainable, std::string name, const dnnl::memory::desc& plain_desc,
                        const dnnl::memory::desc& desc, dnnl::memory::dims export_dims,

@@ -16,6 +16,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "core/aligned_array.h"
 #include "core/dptrain.pb.h"
 
 namespace dptrain {
@@ -37,21 +38,6 @@ struct Param {
   ParamInit init;
   size_t offset = 0;  // in floats, into the store
   size_t size = 0;    // floats, including layout padding
-};
-
-class AlignedFloats {
- public:
-  AlignedFloats() = default;
-  explicit AlignedFloats(size_t n);
-  float* data() const { return data_.get(); }
-  size_t size() const { return size_; }
-
- private:
-  struct Free {
-    void operator()(float* p) const;
-  };
-  std::unique_ptr<float, Free> data_;
-  size_t size_ = 0;
 };
 
 class ParamStore {

@@ -153,9 +153,11 @@ std::optional<BatchNormLoops> BatchNormLoops::plan(const dnnl::memory::desc& dat
   l.bf16_ = data.data_type() == dt::bf16;
   l.threads_ = std::max(threads, 1);
   l.simd_ = simd;
-  const auto per_thread = static_cast<size_t>(2 * l.channels_ * l.threads_);
-  l.chunk_.resize(per_thread);
-  l.partial_.resize(per_thread);
+  auto slot = [&](int64_t line) { return (2 * l.channels_ + line - 1) / line * line; };
+  l.chunk_slot_ = slot(AlignedArray<float>::kLine);
+  l.partial_slot_ = slot(AlignedArray<double>::kLine);
+  l.chunk_ = AlignedArray<float>(static_cast<size_t>(l.chunk_slot_ * l.threads_));
+  l.partial_ = AlignedArray<double>(static_cast<size_t>(l.partial_slot_ * l.threads_));
   for (auto* v : {&l.centre_, &l.a_, &l.b_, &l.k_, &l.ya_, &l.yb_})
     v->resize(static_cast<size_t>(l.channels_));
   return l;
@@ -249,15 +251,14 @@ void BatchNormLoops::backward(const void* x, const void* dy, void* dx, const flo
 }
 
 void BatchNormLoops::run(BatchNormPassFn fn, const BatchNormPass& shared) const {
-  const int64_t per_thread = 2 * channels_;
-  std::fill(partial_.begin(), partial_.end(), 0.0);
+  std::fill(partial_.data(), partial_.data() + partial_.size(), 0.0);
 #pragma omp parallel num_threads(threads_)
   {
     const int t = omp_get_thread_num(), n = omp_get_num_threads();
     BatchNormPass p = shared;
     p.channels = channels_;
-    p.chunk = chunk_.data() + per_thread * t;
-    p.sums = partial_.data() + per_thread * t;
+    p.chunk = chunk_.data() + chunk_slot_ * t;
+    p.sums = partial_.data() + partial_slot_ * t;
     fn(p, pixels_ * t / n, pixels_ * (t + 1) / n);
   }
 }
@@ -265,7 +266,7 @@ void BatchNormLoops::run(BatchNormPassFn fn, const BatchNormPass& shared) const 
 double BatchNormLoops::sum(int which, int64_t c) const {
   double s = 0;
   for (int t = 0; t < threads_; ++t) {
-    s += partial_[static_cast<size_t>((2 * t + which) * channels_ + c)];
+    s += partial_.data()[partial_slot_ * t + which * channels_ + c];
   }
   return s;
 }

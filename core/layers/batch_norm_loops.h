@@ -19,6 +19,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "core/aligned_array.h"
 #include "core/layers/simd.h"
 
 namespace dptrain {
@@ -68,9 +69,13 @@ class BatchNormLoops {
   bool bf16_ = false;
   int threads_ = 1;
   Simd simd_ = Simd::kBaseline;
-  // Per thread: float sums over the current 32 pixels, and double sums.
-  mutable std::vector<float> chunk_;
-  mutable std::vector<double> partial_;
+  // Per thread, in slots of whole cache lines, since each thread writes
+  // its float sums on every row (where the heap put two threads' sums on
+  // one line, that line went back and forth between the cores): float
+  // sums over the current 32 pixels, and double sums.
+  int64_t chunk_slot_ = 0, partial_slot_ = 0;
+  AlignedArray<float> chunk_;
+  AlignedArray<double> partial_;
   mutable std::vector<float> centre_;  // the statistics' centre, per channel
   // Coefficients per channel: of the input gradient, and of the forward.
   mutable std::vector<float> a_, b_, k_, ya_, yb_;
