@@ -10,6 +10,19 @@
 
 namespace dptrain {
 
+// A producer whose values its reader can compute itself, in a pass it
+// makes anyway (BatchNorm's normalization, folded into the residual Add
+// after it).
+class FoldableOutput {
+ public:
+  // out = these values + other (then max(out, 0) with relu), all in the
+  // blob's layout; valid after the producer's forward.
+  virtual void add_to(const void* other, void* out, bool relu) const = 0;
+
+ protected:
+  ~FoldableOutput() = default;
+};
+
 struct Blob {
   std::string name;
   dnnl::memory data;
@@ -25,6 +38,11 @@ struct Blob {
   // Splits then only list their branch's gradient here.
   bool producer_sums_branches = false;
   std::vector<dnnl::memory> branch_gradients;
+  // Offered by a producer that can leave its values to a reader; the
+  // reader that takes them (its only one) sets `folded`, and the producer
+  // then writes nothing here.
+  const FoldableOutput* foldable = nullptr;
+  bool folded = false;
 
   dnnl::memory::desc desc() const { return data.get_desc(); }
   dnnl::memory::dims dims() const { return data.get_desc().dims(); }

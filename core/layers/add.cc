@@ -9,7 +9,9 @@
 // becomes oneDNN's binary add with the activation as a post-op, one pass
 // instead of two, and its gradient is taken in place on the top's; a ReLU's
 // also sums the gradients of the top's Split branches in that pass
-// (relu_gradient_loops.h).
+// (relu_gradient_loops.h). Where the first bottom is a BatchNorm's output
+// that only this Add reads, the BatchNorm leaves it unwritten and the sum
+// normalizes its input on the way (FoldableOutput).
 #include <omp.h>
 
 #include <algorithm>
@@ -78,13 +80,27 @@ class AddLayer : public Layer {
     // nothing reads that input later: the output then lands on lines just
     // read, not on lines memory must first fetch. (oneDNN 2.6 gets a
     // blocked layout's padded channels wrong in place, 3 of 16 say.)
-    const Blob* over =
-        activation_ && ctx.may_overwrite(first) && !has_padding(dst) ? &first : nullptr;
+    // A BatchNorm's normalization is folded into the sum where this Add is
+    // its output's only reader: one pass from the BatchNorm's input, its
+    // output never written.
+    const bool relu = activation_ && activation_->forward == dnnl::algorithm::eltwise_relu &&
+                      activation_->alpha == 0.f;
+    if (bottoms.size() == 2 && first.foldable && ctx.may_overwrite(first) &&
+        (!activation_ || relu)) {
+      bottoms[0]->folded = true;
+      folded_ = first.foldable;
+    }
+    const Blob* over = (activation_ || folded_) && ctx.may_overwrite(first) && !has_padding(dst)
+                           ? &first
+                           : nullptr;
     ctx.define_top(top, dst, sharing.empty() ? in_place_of : nullptr, over);
     for (Blob* b : sharing) {
       if (top->diff) ctx.share_gradient(b, *top);
     }
-    if (activation_) {
+    top_ = top;
+    if (folded_) {
+      describe_ = "BatchNorm's normalization and the sum in one loop";
+    } else if (activation_) {
       dnnl::post_ops ops;
       ops.append_eltwise(1.f, activation_->forward, activation_->alpha, 0.f);
       dnnl::primitive_attr attr = default_attr();
@@ -96,11 +112,6 @@ class AddLayer : public Layer {
                                                    {DNNL_ARG_DST, top->data},
                                                    {DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd)}});
       describe_ = "binary " + std::string(pd.impl_info_str());
-      if (top->diff) activation_backward_ = fused_activation_backward(*activation_, *top, ctx);
-      top->producer_sums_branches = top->diff &&
-                                    activation_->forward == dnnl::algorithm::eltwise_relu &&
-                                    activation_->alpha == 0.f;
-      top_ = top;
     } else {
       const std::vector<float> scales(bottoms.size(), 1.f);
       const dnnl::sum::primitive_desc pd(dst, scales, srcs, cpu_engine(), default_attr());
@@ -112,6 +123,10 @@ class AddLayer : public Layer {
       args.emplace_back(DNNL_ARG_SCRATCHPAD, ctx.scratchpad(pd));
       forward_ = BoundPrimitive(dnnl::sum(pd), std::move(args));
       describe_ = "sum " + std::string(pd.impl_info_str());
+    }
+    if (activation_ && top->diff) {
+      activation_backward_ = fused_activation_backward(*activation_, *top, ctx);
+      top->producer_sums_branches = relu;
     }
     for (const Blob* b : bottoms) {
       const bool shares = std::find(sharing.begin(), sharing.end(), b) != sharing.end();
@@ -128,7 +143,12 @@ class AddLayer : public Layer {
 
   void forward(bool) override {
     for (const Relayout& input : inputs_) input.run();
-    forward_.run();
+    if (folded_) {
+      folded_->add_to(inputs_[1].memory().get_data_handle(), top_->data.get_data_handle(),
+                      activation_.has_value());
+    } else {
+      forward_.run();
+    }
   }
   void backward() override {
     if (top_ && !top_->branch_gradients.empty()) {
@@ -168,7 +188,8 @@ class AddLayer : public Layer {
   }
 
   std::optional<Activation> activation_;
-  Blob* top_ = nullptr;  // when its ReLU's gradient sums its Split branches'
+  const FoldableOutput* folded_ = nullptr;  // the first bottom's producer
+  Blob* top_ = nullptr;
   std::vector<const void*> others_;
   BoundPrimitive activation_backward_;
   std::vector<Relayout> inputs_;

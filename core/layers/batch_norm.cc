@@ -111,7 +111,7 @@ class ChannelGroups {
 
 float* ptr(const memory& m) { return static_cast<float*>(m.get_data_handle()); }
 
-class BatchNormLayer : public Layer {
+class BatchNormLayer : public Layer, public FoldableOutput {
  public:
   using Layer::Layer;
 
@@ -171,6 +171,8 @@ class BatchNormLayer : public Layer {
       var_ = memory(vec, cpu_engine());
       diff_src_ = bottom.needs_grad ? bottom.diff : memory();
       describe_ = "loop over " + layout_name(data) + ", " + simd_name(loops_->simd());
+      // Its own ReLU would come before an Add's sum.
+      if (!relu_) top->foldable = this;
       return;
     }
 
@@ -278,7 +280,13 @@ class BatchNormLayer : public Layer {
     if (bottom_->needs_grad) synchronized_input_gradient();
   }
 
-  std::string describe() const override { return describe_; }
+  std::string describe() const override {
+    return top_->folded ? describe_ + ", normalization folded into its reader" : describe_;
+  }
+  void add_to(const void* other, void* out, bool relu) const override {
+    cpu_stream().wait();
+    loops_->add_normalized(bottom_->data.get_data_handle(), other, out, relu);
+  }
   // Only the synchronized path's ReLU cut reads the output (oneDNN's uses
   // the workspace, the loops' the input).
   bool backward_reads_top() const override { return sync_ && relu_; }
@@ -292,7 +300,7 @@ class BatchNormLayer : public Layer {
   void loops_forward(bool training) {
     cpu_stream().wait();
     const void* x = bottom_->data.get_data_handle();
-    void* y = top_->data.get_data_handle();
+    void* y = top_->folded ? nullptr : top_->data.get_data_handle();
     const float *gamma = ptr(scale_->value), *beta = ptr(shift_->value);
     if (!training) {
       loops_->forward_inference(x, y, gamma, beta, ptr(running_mean_->value),

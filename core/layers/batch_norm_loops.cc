@@ -20,6 +20,7 @@ struct BatchNormPass {
   int64_t channels = 0;
   const void* x = nullptr;
   const void* dy = nullptr;
+  const void* other = nullptr;  // added to the normalized x
   void* out = nullptr;
   // Per channel: the sums' centre (k), or the coefficients of out; the
   // forward's (y = ya * x + yb), whose sign is the fused ReLU's cut.
@@ -32,7 +33,7 @@ namespace {
 
 constexpr int64_t kChunk = 32;  // pixels summed in float before double
 
-enum Kind { kStatistics, kGradientSums, kNormalize, kInputGradient };
+enum Kind { kStatistics, kGradientSums, kNormalize, kNormalizeAdd, kInputGradient };
 
 // Calls body<L>(c) for the channels of a row: a vector of W at a time,
 // then the last ones one by one.
@@ -94,8 +95,9 @@ template <class T, int W, Kind K, bool Relu>
         using F = typename In::F;
         const int64_t at = r * c_count + c;
         const F a = load<F>(p.a + c), b = load<F>(p.b + c), xv = In::get(x + at);
-        if constexpr (K == kNormalize) {
-          const F v = a * xv + b;
+        if constexpr (K == kNormalize || K == kNormalizeAdd) {
+          F v = a * xv + b;
+          if constexpr (K == kNormalizeAdd) v += In::get(static_cast<const T*>(p.other) + at);
           In::put(out + at, Relu ? In::cut(v, v) : v);
         } else {
           In::put(out + at, a * g_at.template operator()<L>(at, c, xv) + b + load<F>(p.k + c) * xv);
@@ -197,12 +199,24 @@ void BatchNormLoops::forward_inference(const void* x, void* y, const float* gamm
 void BatchNormLoops::normalize(const void* x, void* y, const float* gamma, const float* beta,
                                const float* mean, const float* var, float eps, bool relu) const {
   coefficients(gamma, beta, mean, var, eps, ya_.data(), yb_.data());
+  if (y != nullptr) apply(x, nullptr, y, relu);
+}
+
+void BatchNormLoops::add_normalized(const void* x, const void* other, void* out, bool relu) const {
+  KernelTimer timer;
+  apply(x, other, out, relu);
+}
+
+void BatchNormLoops::apply(const void* x, const void* other, void* out, bool relu) const {
   BatchNormPass p;
   p.x = x;
-  p.out = y;
+  p.other = other;
+  p.out = out;
   p.a = ya_.data();
   p.b = yb_.data();
-  run(pass_for<kNormalize>(simd_, bf16_, relu), p);
+  run(other ? pass_for<kNormalizeAdd>(simd_, bf16_, relu)
+            : pass_for<kNormalize>(simd_, bf16_, relu),
+      p);
 }
 
 void BatchNormLoops::coefficients(const float* gamma, const float* beta, const float* mean,

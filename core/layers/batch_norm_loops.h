@@ -43,6 +43,11 @@ class BatchNormLoops {
   // Evaluation: the same with given statistics.
   void forward_inference(const void* x, void* y, const float* gamma, const float* beta,
                          const float* mean, const float* var, float eps, bool relu) const;
+  // With y null, either forward only finds y's coefficients, and
+  // add_normalized then writes out = y + other (then max(out, 0) with
+  // relu), all three in x's layout: the residual Add after a BatchNorm in
+  // one pass, y never written nor read back.
+  void add_normalized(const void* x, const void* other, void* out, bool relu) const;
   // From the output's gradient dy (cut where the output is 0 with relu)
   // and forward_training's statistics: the gradients of gamma and beta,
   // and unless dx is null the input's; dx may be dy itself.
@@ -57,6 +62,8 @@ class BatchNormLoops {
   // the statistics.
   void normalize(const void* x, void* y, const float* gamma, const float* beta, const float* mean,
                  const float* var, float eps, bool relu) const;
+  // out = y (+ other) by y's coefficients (then max(out, 0) with relu).
+  void apply(const void* x, const void* other, void* out, bool relu) const;
   // a = gamma / sqrt(var + eps) and b = beta - a * mean per channel.
   void coefficients(const float* gamma, const float* beta, const float* mean, const float* var,
                     float eps, float* a, float* b) const;

@@ -21,7 +21,8 @@ using dnnl::memory;
 using layer_test::distinct_values;
 using layer_test::parse_net;
 
-// convbn_fmnist's layer stack on 28x28 images, with a residual Add, a
+// convbn_fmnist's layer stack on 28x28 images, with a residual Add after
+// a BatchNorm (its normalization folded into the Add where channels-last), a
 // Concat and a bias-less strided 1x1 convolution (whose weight gradient
 // is a matmul where the convolutions run channels-last, as on AMX) so that
 // every layer bf16 runs through appears.
@@ -30,11 +31,12 @@ const char* kNet = R"(
   layer { name: 'bn1' type: 'BatchNorm' }
   layer { name: 'relu1' type: 'ReLU' }
   layer { name: 'pool1' type: 'MaxPool' pooling { kernel_size: 2 } }
-  layer { name: 'conv2' type: 'Convolution' convolution { num_output: 32 kernel_size: 3 pad: 1 } }
+  layer { name: 'conv2' type: 'Convolution' convolution { num_output: 32 kernel_size: 3 pad: 1 bias: false } }
+  layer { name: 'bn2' type: 'BatchNorm' }
+  layer { name: 'sum' type: 'Add' bottom: 'bn2' bottom: 'pool1' }
   layer { name: 'relu2' type: 'ReLU' }
-  layer { name: 'sum' type: 'Add' bottom: 'pool1' bottom: 'relu2' }
-  layer { name: 'conv3' type: 'Convolution' bottom: 'sum' convolution { num_output: 32 kernel_size: 1 } }
-  layer { name: 'cat' type: 'Concat' bottom: 'sum' bottom: 'conv3' }
+  layer { name: 'conv3' type: 'Convolution' bottom: 'relu2' convolution { num_output: 32 kernel_size: 1 } }
+  layer { name: 'cat' type: 'Concat' bottom: 'relu2' bottom: 'conv3' }
   layer { name: 'down' type: 'Convolution' convolution { num_output: 32 kernel_size: 1 stride: 2 bias: false } }
   layer { name: 'pool2' type: 'AvgPool' pooling { kernel_size: 2 } }
   layer { name: 'fc1' type: 'InnerProduct' inner_product { num_output: 64 } }
@@ -88,6 +90,12 @@ TEST_F(Bf16Test, EveryLayerRunsBf16KernelsAndNoReferenceOne) {
     if (layer->name() != "down") continue;
     const bool channels_last = layout_name(n->blob("down").desc()) == "nhwc";
     EXPECT_EQ(layer->describe().find("bwd_w matmul") != std::string::npos, channels_last)
+        << layer->describe();
+  }
+  for (const auto& layer : n->layers()) {
+    if (layer->name() != "sum") continue;
+    const bool channels_last = layout_name(n->blob("bn2").desc()) == "nhwc";
+    EXPECT_EQ(layer->describe().find("in one loop") != std::string::npos, channels_last)
         << layer->describe();
   }
   EXPECT_EQ(n->blob("conv1").desc().data_type(), memory::data_type::bf16);

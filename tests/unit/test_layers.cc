@@ -837,6 +837,53 @@ TEST(AddTest, IdentityBlockSharesItsGradientWithTheBatchNormAndTheShortcut) {
   expect_gradients_match(h);
 }
 
+// A BatchNorm over channels-last values (one channel of "data") whose only
+// reader is an Add leaves its normalization to the Add's pass, in training
+// and in evaluation, with the Add's ReLU and without; where its output has
+// another reader, it writes it.
+TEST(AddTest, FoldsTheNormalizationOfABatchNormOnlyItReads) {
+  const dims input{4, 1, 5, 6};
+  const Shape s = shape_of(input);
+  for (bool relu : {true, false}) {
+    for (bool other_reader : {false, true}) {
+      SCOPED_TRACE(std::to_string(relu) + std::to_string(other_reader));
+      Harness h(
+          "layer { name: 'bn' type: 'BatchNorm' batch_norm { momentum: 0.5 } }\n"
+          "layer { name: 'sum' type: 'Add' bottom: 'bn' bottom: 'data' }\n" +
+              std::string(relu ? "layer { name: 'relu' type: 'ReLU' }\n" : "") +
+              (other_reader ? "layer { name: 'out' type: 'Add' bottom: 'bn' bottom: '" +
+                                  std::string(relu ? "relu" : "sum") + "' }"
+                            : ""),
+          input, {.pre = false});
+      EXPECT_EQ(h.layer("sum").describe().find("in one loop") == std::string::npos, other_reader)
+          << h.layer("sum").describe();
+      EXPECT_EQ(h.layer("bn").describe().find("folded") == std::string::npos, other_reader)
+          << h.layer("bn").describe();
+      set_affine(h, "bn", 1);
+      const std::string top = relu ? "relu" : "sum";
+      auto expect_sum = [&](const std::vector<double>& mean, const std::vector<double>& var,
+                            const char* what) {
+        auto w = h.weights();
+        auto want = layer_test::batch_norm_ref(h.input(), s, mean, var, w["bn.scale"],
+                                               w["bn.shift"], 1e-5, false);
+        for (size_t i = 0; i < want.size(); ++i) {
+          want[i] += h.input()[i];
+          if (relu) want[i] = std::max(want[i], 0.f);
+        }
+        expect_near_all(h.data(top), want, kFwdTol, what);
+      };
+      h.loss();
+      std::vector<double> mean, var;
+      layer_test::channel_stats(h.input(), s, &mean, &var);
+      expect_sum(mean, var, "training");
+      auto w = h.weights();
+      h.loss(false);
+      expect_sum({w["bn.running_mean"][0]}, {w["bn.running_var"][0]}, "evaluation");
+      expect_gradients_match(h, {.eps = 1e-3, .input = false});
+    }
+  }
+}
+
 // The Add writes over its first bottom, which nothing reads after it; but
 // not where a blocked layout pads the channels (3 of 8 or 16), which
 // oneDNN 2.6's binary add gets wrong in place.
