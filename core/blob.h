@@ -16,7 +16,8 @@ namespace dptrain {
 class FoldableOutput {
  public:
   // out = these values + other (then max(out, 0) with relu), all in the
-  // blob's layout; valid after the producer's forward.
+  // blob's layout; valid after the producer's forward, from inputs that
+  // live on because the producer's backward reads them.
   virtual void add_to(const void* other, void* out, bool relu) const = 0;
 
  protected:
