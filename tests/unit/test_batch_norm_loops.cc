@@ -2,7 +2,8 @@
 // (core/layers/batch_norm_loops.h) against the textbook formulas in double:
 // statistics, output, and the gradients of gamma, beta and the input, with
 // and without the fused ReLU, in f32 and bf16, under every instruction set
-// the CPU has and on one thread and two. The channel counts leave lanes
+// the CPU has and on one thread and two; and the normalization added to
+// another tensor, as the residual Add it is folded into computes it. The channel counts leave lanes
 // over after the vectors, and the pixels a part of the 32 summed in float.
 // The loops are plain C++, so bf16 runs here on any CPU.
 #include "core/layers/batch_norm_loops.h"
@@ -127,6 +128,30 @@ TEST_P(BatchNormLoopsTest, MatchTheFormulas) {
   loops->forward_inference(xm.get_data_handle(), em.get_data_handle(), gamma.data(), beta.data(),
                            mean.data(), var.data(), eps, c.relu);
   EXPECT_EQ(to_plain(em), y);
+
+  // Folded into a sum: without y, training finds the same statistics, and
+  // add_normalized writes y + other (cut where not positive with relu).
+  std::vector<float> mean2(gamma.size()), var2(gamma.size());
+  loops->forward_training(xm.get_data_handle(), nullptr, gamma.data(), beta.data(), eps, c.relu,
+                          mean2.data(), var2.data());
+  EXPECT_EQ(mean2, mean);
+  EXPECT_EQ(var2, var);
+  const memory om =
+      channels_last(distinct_values(static_cast<size_t>(n * ch * h * w), 7), dims, c.type);
+  const memory sm({dims, c.type, tag::nhwc}, cpu_engine());
+  loops->add_normalized(xm.get_data_handle(), om.get_data_handle(), sm.get_data_handle(), c.relu);
+  const std::vector<float> other = to_plain(om), sum = to_plain(sm);
+  std::vector<double> want_sum(x.size());
+  for (int64_t k = 0; k < ch; ++k) {
+    const auto ki = static_cast<size_t>(k);
+    const double inv_std = 1 / std::sqrt(want_var[ki] + eps);
+    for (int64_t p = 0; p < pixels; ++p) {
+      const double v =
+          gamma[ki] * (x[at(k, p)] - want_mean[ki]) * inv_std + beta[ki] + other[at(k, p)];
+      want_sum[at(k, p)] = c.relu ? std::max(v, 0.0) : v;
+    }
+  }
+  EXPECT_LT(worst(want_sum, sum), (bf16 ? 8e-3 : 1e-5) * largest(want_sum));
 }
 
 std::vector<Case> cases() {
