@@ -18,6 +18,8 @@ template <class T>
 class AlignedArray {
  public:
   static constexpr size_t kLine = 64 / sizeof(T);  // elements per cache line
+  // n elements rounded up to whole cache lines.
+  static constexpr size_t whole_lines(size_t n) { return (n + kLine - 1) / kLine * kLine; }
 
   AlignedArray() = default;
   explicit AlignedArray(size_t n) : size_(n) {

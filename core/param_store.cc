@@ -16,10 +16,6 @@
 namespace dptrain {
 namespace {
 
-constexpr size_t kAlignFloats = AlignedFloats::kLine;
-
-size_t round_up(size_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
-
 std::vector<float> initial_values(const ParamInit& init, size_t count, uint64_t seed) {
   std::vector<float> v(count, init.kind == ParamInit::Kind::kOne ? 1.f : 0.f);
   if (init.kind != ParamInit::Kind::kRandom) return v;
@@ -89,7 +85,7 @@ void ParamStore::allocate(uint64_t seed) {
     size_t offset = 0;
     for (auto& p : list) {
       p->offset = offset;
-      offset += round_up(p->size);
+      offset += AlignedFloats::whole_lines(p->size);
     }
     return offset;
   };

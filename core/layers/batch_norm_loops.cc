@@ -155,9 +155,9 @@ std::optional<BatchNormLoops> BatchNormLoops::plan(const dnnl::memory::desc& dat
   l.bf16_ = data.data_type() == dt::bf16;
   l.threads_ = std::max(threads, 1);
   l.simd_ = simd;
-  auto slot = [&](int64_t line) { return (2 * l.channels_ + line - 1) / line * line; };
-  l.chunk_slot_ = slot(AlignedArray<float>::kLine);
-  l.partial_slot_ = slot(AlignedArray<double>::kLine);
+  const auto sums = static_cast<size_t>(2 * l.channels_);
+  l.chunk_slot_ = static_cast<int64_t>(AlignedArray<float>::whole_lines(sums));
+  l.partial_slot_ = static_cast<int64_t>(AlignedArray<double>::whole_lines(sums));
   l.chunk_ = AlignedArray<float>(static_cast<size_t>(l.chunk_slot_ * l.threads_));
   l.partial_ = AlignedArray<double>(static_cast<size_t>(l.partial_slot_ * l.threads_));
   for (auto* v : {&l.centre_, &l.a_, &l.b_, &l.k_, &l.ya_, &l.yb_})
