@@ -76,12 +76,10 @@ class BatchNormLoops {
   bool bf16_ = false;
   int threads_ = 1;
   Simd simd_ = Simd::kBaseline;
-  // Per thread, in slots of whole cache lines, since each thread writes
-  // its float sums on every row (where the heap put two threads' sums on
-  // one line, that line went back and forth between the cores): float
-  // sums over the current 32 pixels, and double sums.
-  int64_t chunk_slot_ = 0, partial_slot_ = 0;
-  AlignedArray<float> chunk_;
+  // Each thread's double sums, in a slot of whole cache lines (where the
+  // heap put two threads' sums on one line, that line went back and forth
+  // between the cores).
+  int64_t partial_slot_ = 0;
   AlignedArray<double> partial_;
   mutable std::vector<float> centre_;  // the statistics' centre, per channel
   // Coefficients per channel: of the input gradient, and of the forward.

@@ -3,8 +3,10 @@
 // statistics, output, and the gradients of gamma, beta and the input, with
 // and without the fused ReLU, in f32 and bf16, under every instruction set
 // the CPU has and on one thread and two; and the normalization added to
-// another tensor, as the residual Add it is folded into computes it. The channel counts leave lanes
-// over after the vectors, and the pixels a part of the 32 summed in float.
+// another tensor, as the residual Add it is folded into computes it. The
+// channel counts leave lanes over after the vectors and (84) single vectors
+// after the groups of vectors the sums take at a time, and the pixels a
+// part of the 32 summed in float.
 // The loops are plain C++, so bf16 runs here on any CPU.
 #include "core/layers/batch_norm_loops.h"
 
@@ -158,7 +160,7 @@ std::vector<Case> cases() {
   std::vector<Case> out;
   for (Simd simd : runnable_simds()) {
     for (dt type : {dt::f32, dt::bf16}) {
-      for (int64_t channels : {20, 40}) {
+      for (int64_t channels : {20, 40, 84}) {
         for (bool relu : {false, true}) {
           for (int threads : {1, 2}) out.push_back({simd, type, channels, relu, threads});
         }
