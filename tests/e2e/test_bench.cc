@@ -27,6 +27,11 @@ const std::string kBenchLayers = DPTRAIN_BENCH_LAYERS_BIN;
 #else
 const std::string kBenchLayers;
 #endif
+#ifdef DPTRAIN_BENCH_LOOPS_BIN
+const std::string kBenchLoops = DPTRAIN_BENCH_LOOPS_BIN;
+#else
+const std::string kBenchLoops;
+#endif
 
 BenchTable read_table(const std::string& path) {
   BenchTable t;
@@ -257,6 +262,31 @@ TEST(BenchLayers, AMissingConfigIsAClearError) {
   const auto r = run_command(kBenchLayers + " /nonexistent/net.textproto");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_THAT(r.output, HasSubstr("/nonexistent/net.textproto"));
+}
+
+// bench_loops: each BatchNorm pass at ResNet-50's 7x7 shapes, f32 and
+// bf16, with the bytes it moves per second.
+TEST(BenchLoops, TimesEachBatchNormPassInBothTypes) {
+  if (kBenchLoops.empty()) GTEST_SKIP() << "benchmarks not built (DPTRAIN_BUILD_BENCHMARKS=OFF)";
+  const auto r = run_command("OMP_NUM_THREADS=1 " + kBenchLoops +
+                             " --benchmark_filter=size:7/ --benchmark_min_time=0.001"
+                             " --benchmark_format=json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const std::string pass : {"Forward", "Backward", "FoldedAdd"}) {
+    for (const std::string shape : {"channels:512/size:7", "channels:2048/size:7"}) {
+      for (const std::string bf16 : {"0", "1"}) {
+        const std::string name =
+            "\"BM_BatchNorm" + pass + "/" + shape + "/bf16:" + bf16 + "/real_time\"";
+        const size_t at = r.output.find("\"name\": " + name);
+        ASSERT_NE(at, std::string::npos) << name << " missing in\n" << r.output;
+        const std::string entry = r.output.substr(at, r.output.find('}', at) - at);
+        const size_t rate = entry.find("\"bytes_per_second\": ");
+        ASSERT_NE(rate, std::string::npos) << entry;
+        EXPECT_GT(std::stod(entry.substr(rate + 20)), 0) << entry;
+      }
+    }
+  }
+  EXPECT_EQ(r.output.find("size:56"), std::string::npos) << "the filter was not applied";
 }
 
 }  // namespace

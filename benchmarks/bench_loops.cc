@@ -1,0 +1,138 @@
+// Our own BatchNorm loops (core/layers/batch_norm_loops.h) on their own, at
+// the channels-last shapes of ResNet-50 at batch 32, f32 and bf16: time per
+// call and the bytes each pass moves per second (bytes_per_second counts
+// every tensor read or written once per pass). Those shapes are the ones
+// AMX's bf16 convolutions leave; elsewhere the net's BatchNorms run
+// oneDNN's blocked kernels, so a step never shows these loops, and this
+// measures them on any CPU.
+//
+//   OMP_NUM_THREADS=2 build/benchmarks/bench_loops [--benchmark_filter=REGEX ...]
+#include <omp.h>
+
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "core/aligned_array.h"
+#include "core/layers/batch_norm_loops.h"
+
+namespace dptrain {
+namespace {
+
+constexpr int64_t kBatch = 32;
+
+// One BatchNorm's tensors: x, y, dy, and the per-channel vectors.
+struct Tensors {
+  explicit Tensors(benchmark::State& state)
+      : channels(state.range(0)),
+        size(state.range(1)),
+        bf16(state.range(2) != 0),
+        elements(kBatch * channels * size * size),
+        bytes(elements * (bf16 ? 2 : 4)),
+        x(static_cast<size_t>(bytes)),
+        y(static_cast<size_t>(bytes)),
+        dy(static_cast<size_t>(bytes)),
+        gamma(static_cast<size_t>(channels), 1.f),
+        beta(gamma.size(), 0.1f),
+        mean(gamma.size()),
+        var(gamma.size()),
+        dgamma(gamma.size()),
+        dbeta(gamma.size()),
+        loops(*BatchNormLoops::plan(
+            {{kBatch, channels, size, size},
+             bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32,
+             dnnl::memory::format_tag::nhwc},
+            omp_get_max_threads())) {
+    // Values of either type near 1 (bf16 is the top half of an f32).
+    for (int64_t i = 0; i < elements; ++i) {
+      const float v = 1.f + static_cast<float>(i % 97) / 97.f,
+                  g = static_cast<float>(i % 89) / 89.f;
+      if (bf16) {
+        reinterpret_cast<uint16_t*>(x.data())[i] = static_cast<uint16_t>(bits(v) >> 16);
+        reinterpret_cast<uint16_t*>(dy.data())[i] = static_cast<uint16_t>(bits(g) >> 16);
+      } else {
+        reinterpret_cast<float*>(x.data())[i] = v;
+        reinterpret_cast<float*>(dy.data())[i] = g;
+      }
+    }
+    state.SetLabel(bf16 ? "bf16" : "f32");
+  }
+  static uint32_t bits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+  }
+  void forward(bool write_y) {
+    loops.forward_training(x.data(), write_y ? y.data() : nullptr, gamma.data(), beta.data(), 1e-5f,
+                           write_y, mean.data(), var.data());
+  }
+  void count(benchmark::State& state, int passes) const {
+    state.SetBytesProcessed(state.iterations() * passes * bytes);
+  }
+
+  int64_t channels, size;
+  bool bf16;
+  int64_t elements, bytes;
+  AlignedArray<char> x, y, dy;
+  std::vector<float> gamma, beta, mean, var, dgamma, dbeta;
+  BatchNormLoops loops;
+};
+
+// Training forward with the fused ReLU: statistics (x read), then y
+// written from x.
+void BM_BatchNormForward(benchmark::State& state) {
+  Tensors t(state);
+  for (auto _ : state) t.forward(true);
+  t.count(state, 3);
+}
+
+// The gradient sums (x and dy read), then dx written over dy from both.
+void BM_BatchNormBackward(benchmark::State& state) {
+  Tensors t(state);
+  t.forward(true);
+  for (auto _ : state) {
+    t.loops.backward(t.x.data(), t.dy.data(), t.dy.data(), t.gamma.data(), t.beta.data(),
+                     t.mean.data(), t.var.data(), 1e-5f, true, t.dgamma.data(), t.dbeta.data());
+  }
+  t.count(state, 5);
+}
+
+// The Add a BatchNorm's normalization is folded into: its statistics, then
+// relu(a * x + b + shortcut) written over y.
+void BM_BatchNormFoldedAdd(benchmark::State& state) {
+  Tensors t(state);
+  for (auto _ : state) {
+    t.forward(false);
+    t.loops.add_normalized(t.x.data(), t.dy.data(), t.y.data(), true);
+  }
+  t.count(state, 4);
+}
+
+// ResNet-50's BatchNorm shapes (channels, height = width), each in f32 and
+// bf16.
+void shapes(benchmark::internal::Benchmark* b) {
+  for (auto [c, s] : std::vector<std::pair<int64_t, int64_t>>{{64, 112},
+                                                              {64, 56},
+                                                              {256, 56},
+                                                              {128, 28},
+                                                              {512, 28},
+                                                              {256, 14},
+                                                              {1024, 14},
+                                                              {512, 7},
+                                                              {2048, 7}}) {
+    for (int64_t bf16 : {0, 1}) b->Args({c, s, bf16});
+  }
+  b->ArgNames({"channels", "size", "bf16"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+BENCHMARK(BM_BatchNormForward)->Apply(shapes);
+BENCHMARK(BM_BatchNormBackward)->Apply(shapes);
+BENCHMARK(BM_BatchNormFoldedAdd)->Apply(shapes);
+
+}  // namespace
+}  // namespace dptrain
+
+BENCHMARK_MAIN();
