@@ -505,6 +505,7 @@ int main(int argc, char** argv) {
 
   int code = 0;
   Communicator comm(&argc, &argv);
+  StopSignals::watch();
   configure_log(comm.rank(), *parse_log_level(args.log_level),
                 args.log_all_ranks || comm.rank() == 0);
   auto fail = [&](const std::string& what, int status) {

@@ -1,25 +1,75 @@
 #include "dist/stop_signals.h"
 
-#include "core/log.h"
+#include <pthread.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <string>
+#include <thread>
+
+#include "core/log.h"
 
 namespace dptrain {
 namespace {
 
-volatile std::sig_atomic_t g_signal = 0;
+constexpr int kSignals[] = {SIGTERM, SIGINT, SIGUSR1};
 
-extern "C" void on_stop_signal(int signal) {
-  g_signal = signal;
-  if (signal == SIGINT) std::signal(SIGINT, SIG_DFL);
+std::atomic<int> g_signal{0};
+std::atomic<bool> g_armed{false};  // a StopSignals is alive
+std::atomic<bool> g_sigint{false};
+
+sigset_t stop_set() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : kSignals) sigaddset(&set, s);
+  return set;
 }
 
-constexpr int kSignals[] = {SIGTERM, SIGINT, SIGUSR1};
+// The signal's default action: the process ends by it.
+[[noreturn]] void end_by(int signal) {
+  std::signal(signal, SIG_DFL);
+  sigset_t one;
+  sigemptyset(&one);
+  sigaddset(&one, signal);
+  pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+  raise(signal);
+  _exit(128 + signal);
+}
+
+void take(int signal) {
+  const bool second_sigint = signal == SIGINT && g_sigint.exchange(true);
+  if (!g_armed.load() || second_sigint) end_by(signal);
+  g_signal.store(signal);
+}
+
+// For threads that had the signals unblocked before watch() (MPI's) or
+// unblock them themselves: only a lock-free store, or the default action.
+extern "C" void on_stop_signal(int signal) {
+  if (!g_armed.load() || (signal == SIGINT && g_sigint.exchange(true))) {
+    std::signal(signal, SIG_DFL);
+    raise(signal);
+    return;
+  }
+  g_signal.store(signal);
+}
 
 }  // namespace
 
+void StopSignals::watch() {
+  const sigset_t set = stop_set();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set] {
+    for (;;) {
+      int signal = 0;
+      if (sigwait(&set, &signal) == 0) take(signal);
+    }
+  }).detach();
+}
+
 StopSignals::StopSignals() {
+  g_armed.store(true);
   struct sigaction action = {};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
@@ -27,14 +77,16 @@ StopSignals::StopSignals() {
 }
 
 StopSignals::~StopSignals() {
+  g_armed.store(false);
   for (int s : kSignals) std::signal(s, SIG_DFL);
 }
 
 unsigned StopSignals::requests() {
-  if (g_signal == 0) return kNoRequest;
+  const int signal = g_signal.load();
+  if (signal == 0) return kNoRequest;
   if (!announced_) {
     announced_ = true;
-    log_warn("got signal " + std::to_string(static_cast<int>(g_signal)) +
+    log_warn("got signal " + std::to_string(signal) +
              "; checkpointing and stopping at the next step");
   }
   return kStopRequest;
