@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace dptrain {
@@ -91,6 +92,13 @@ struct Lanes {
       U u;
       if constexpr (L == 1) {
         u = static_cast<uint32_t>(*p) << 16;
+      } else if constexpr (L == 16) {
+        // Each bf16 as the high half of a 32-bit lane, zeros below: one
+        // permute. GCC 12 widens 16 halves to 32 bits as two halves and
+        // joins them (five instructions), in every loop over bf16.
+        const auto w = interleave_below(load<typename VecOf<uint16_t, L>::type>(p),
+                                        std::make_index_sequence<2 * L>());
+        std::memcpy(&u, &w, sizeof u);
       } else {
         u = __builtin_convertvector(load<typename VecOf<uint16_t, L>::type>(p), U) << 16;
       }
@@ -98,6 +106,14 @@ struct Lanes {
       std::memcpy(&f, &u, sizeof f);
       return f;
     }
+  }
+
+  // v's lanes each above a zero: (0, v0, 0, v1, ...).
+  template <size_t... I>
+  [[gnu::always_inline]] static auto interleave_below(const typename VecOf<uint16_t, L>::type& v,
+                                                      std::index_sequence<I...>) {
+    const typename VecOf<uint16_t, L>::type zero{};
+    return __builtin_shufflevector(zero, v, (I % 2 ? L + I / 2 : I / 2)...);
   }
 
   [[gnu::always_inline]] static void put(T* p, const F& v) {
