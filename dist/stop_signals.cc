@@ -38,21 +38,23 @@ sigset_t stop_set() {
   _exit(128 + signal);
 }
 
-void take(int signal) {
+// Records a stop request; false where the signal is to take its default
+// action instead (no StopSignals alive, or a second SIGINT). Lock-free, so
+// a handler may call it too.
+bool recorded(int signal) {
   const bool second_sigint = signal == SIGINT && g_sigint.exchange(true);
-  if (!g_armed.load() || second_sigint) end_by(signal);
+  if (!g_armed.load() || second_sigint) return false;
   g_signal.store(signal);
+  return true;
 }
 
 // For threads that had the signals unblocked before watch() (MPI's) or
-// unblock them themselves: only a lock-free store, or the default action.
+// unblock them themselves. The signal is blocked while its handler runs,
+// so the raise takes effect as the handler returns.
 extern "C" void on_stop_signal(int signal) {
-  if (!g_armed.load() || (signal == SIGINT && g_sigint.exchange(true))) {
-    std::signal(signal, SIG_DFL);
-    raise(signal);
-    return;
-  }
-  g_signal.store(signal);
+  if (recorded(signal)) return;
+  std::signal(signal, SIG_DFL);
+  raise(signal);
 }
 
 }  // namespace
@@ -63,7 +65,7 @@ void StopSignals::watch() {
   std::thread([set] {
     for (;;) {
       int signal = 0;
-      if (sigwait(&set, &signal) == 0) take(signal);
+      if (sigwait(&set, &signal) == 0 && !recorded(signal)) end_by(signal);
     }
   }).detach();
 }
