@@ -10,7 +10,6 @@
 #include <omp.h>
 
 #include <cstdint>
-#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -46,24 +45,19 @@ struct Tensors {
              bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32,
              dnnl::memory::format_tag::nhwc},
             omp_get_max_threads())) {
-    // Values of either type near 1 (bf16 is the top half of an f32).
+    // Values of either type near 1, bf16 rounded as the loops round it.
     for (int64_t i = 0; i < elements; ++i) {
       const float v = 1.f + static_cast<float>(i % 97) / 97.f,
                   g = static_cast<float>(i % 89) / 89.f;
       if (bf16) {
-        reinterpret_cast<uint16_t*>(x.data())[i] = static_cast<uint16_t>(bits(v) >> 16);
-        reinterpret_cast<uint16_t*>(dy.data())[i] = static_cast<uint16_t>(bits(g) >> 16);
+        Lanes<uint16_t, 1>::put(reinterpret_cast<uint16_t*>(x.data()) + i, v);
+        Lanes<uint16_t, 1>::put(reinterpret_cast<uint16_t*>(dy.data()) + i, g);
       } else {
         reinterpret_cast<float*>(x.data())[i] = v;
         reinterpret_cast<float*>(dy.data())[i] = g;
       }
     }
     state.SetLabel(bf16 ? "bf16" : "f32");
-  }
-  static uint32_t bits(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    return u;
   }
   void forward(bool write_y) {
     loops.forward_training(x.data(), write_y ? y.data() : nullptr, gamma.data(), beta.data(), 1e-5f,
