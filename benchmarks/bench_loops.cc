@@ -4,12 +4,17 @@
 // every tensor read or written once per pass). Those shapes are the ones
 // AMX's bf16 convolutions leave; elsewhere the net's BatchNorms run
 // oneDNN's blocked kernels, so a step never shows these loops, and this
-// measures them on any CPU.
+// measures them on any CPU. --simd runs the copy of the loops for another
+// instruction set this CPU runs (avx512bf16, avx512, avx2, sse2; the best
+// by default), which the label names.
 //
-//   OMP_NUM_THREADS=2 build/benchmarks/bench_loops [--benchmark_filter=REGEX ...]
+//   OMP_NUM_THREADS=2 build/benchmarks/bench_loops [--simd=NAME] [--benchmark_filter=REGEX ...]
 #include <omp.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -22,6 +27,8 @@ namespace dptrain {
 namespace {
 
 constexpr int64_t kBatch = 32;
+
+Simd simd = best_simd();
 
 // One BatchNorm's tensors: x, y, dy, and the per-channel vectors.
 struct Tensors {
@@ -44,7 +51,7 @@ struct Tensors {
             {{kBatch, channels, size, size},
              bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32,
              dnnl::memory::format_tag::nhwc},
-            omp_get_max_threads())) {
+            omp_get_max_threads(), simd)) {
     // Values of either type near 1, bf16 rounded as the loops round it.
     for (int64_t i = 0; i < elements; ++i) {
       const float v = 1.f + static_cast<float>(i % 97) / 97.f,
@@ -57,7 +64,7 @@ struct Tensors {
         reinterpret_cast<float*>(dy.data())[i] = g;
       }
     }
-    state.SetLabel(bf16 ? "bf16" : "f32");
+    state.SetLabel(std::string(bf16 ? "bf16 " : "f32 ") + simd_name(simd));
   }
   void forward(bool write_y) {
     loops.forward_training(x.data(), write_y ? y.data() : nullptr, gamma.data(), beta.data(), 1e-5f,
@@ -129,4 +136,29 @@ BENCHMARK(BM_BatchNormFoldedAdd)->Apply(shapes);
 }  // namespace
 }  // namespace dptrain
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  using namespace dptrain;
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--simd=", 7) != 0) {
+      argv[kept++] = argv[i];
+      continue;
+    }
+    bool found = false;
+    for (Simd s : runnable_simds()) {
+      if (argv[i] + 7 == std::string(simd_name(s))) simd = s, found = true;
+    }
+    if (!found) {
+      std::string names;
+      for (Simd s : runnable_simds()) names += std::string(" ") + simd_name(s);
+      std::fprintf(stderr, "bench_loops: %s: this CPU runs only%s\n", argv[i], names.c_str());
+      return 2;
+    }
+  }
+  argc = kept;
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -165,6 +165,7 @@ template <class T, int W, int G, Kind K, bool Relu>
   target void pass_##suffix(const BatchNormPass& p, int64_t q0, int64_t q1) { \
     run_pass<T, W, G, K, Relu>(p, q0, q1);                                    \
   }
+DPTRAIN_BN_PASSES(avx512bf16, DPTRAIN_TARGET_AVX512BF16)
 DPTRAIN_BN_PASSES(avx512, DPTRAIN_TARGET_AVX512)
 DPTRAIN_BN_PASSES(avx2, DPTRAIN_TARGET_AVX2)
 DPTRAIN_BN_PASSES(baseline, )
@@ -176,6 +177,8 @@ DPTRAIN_BN_PASSES(baseline, )
 template <class T, Kind K, bool Relu>
 BatchNormPassFn pass_for(Simd simd) {
   switch (simd) {
+    case Simd::kAvx512Bf16:
+      return pass_avx512bf16<Element<T, Simd::kAvx512Bf16>, 16, 4, K, Relu>;
     case Simd::kAvx512:
       return pass_avx512<T, 16, 4, K, Relu>;
     case Simd::kAvx2:

@@ -179,6 +179,7 @@ struct Rows {
 template <class T, int W, int K>
 Rows rows_for(Simd simd) {
   switch (simd) {
+    case Simd::kAvx512Bf16:  // max pooling converts nothing
     case Simd::kAvx512:
       return {forward_avx512<T, W, K>, backward_avx512<T, W, K>};
     case Simd::kAvx2:

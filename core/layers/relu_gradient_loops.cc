@@ -38,6 +38,7 @@ template <class T, int W>
                            int64_t begin, int64_t end) {                                 \
     run<T, W>(d0, others, n, y, begin, end);                                             \
   }
+DPTRAIN_RELU_GRADIENT(avx512bf16, DPTRAIN_TARGET_AVX512BF16)
 DPTRAIN_RELU_GRADIENT(avx512, DPTRAIN_TARGET_AVX512)
 DPTRAIN_RELU_GRADIENT(avx2, DPTRAIN_TARGET_AVX2)
 DPTRAIN_RELU_GRADIENT(baseline, )
@@ -46,6 +47,8 @@ DPTRAIN_RELU_GRADIENT(baseline, )
 template <class T>
 ReluGradientFn run_for(Simd simd) {
   switch (simd) {
+    case Simd::kAvx512Bf16:
+      return run_avx512bf16<Element<T, Simd::kAvx512Bf16>, 16>;
     case Simd::kAvx512:
       return run_avx512<T, 16>;
     case Simd::kAvx2:

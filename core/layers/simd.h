@@ -4,8 +4,9 @@
 // register's width of lanes at a time, and those lanes read from and
 // written to f32 or bf16. The build
 // targets the x86-64 baseline; each loop is inlined into functions
-// compiled for AVX-512, AVX2 and the baseline alike (GCC's target
-// attribute), and the CPU picks one at run time.
+// compiled for AVX-512 with and without its bf16 conversions, AVX2 and the
+// baseline alike (GCC's target attribute), and the CPU picks one at run
+// time.
 //
 // Vectors pass only between functions inlined into one another, so the ABI
 // GCC warns of (wide vectors returned by baseline code) never applies: a
@@ -20,14 +21,16 @@
 
 namespace dptrain {
 
-enum class Simd { kBaseline, kAvx2, kAvx512 };
+enum class Simd { kBaseline, kAvx2, kAvx512, kAvx512Bf16 };
 
 // The widest this CPU runs.
 inline Simd best_simd() {
-  static const Simd best = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
-                               ? Simd::kAvx512
-                           : __builtin_cpu_supports("avx2") ? Simd::kAvx2
-                                                            : Simd::kBaseline;
+  static const Simd best = [] {
+    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
+      return __builtin_cpu_supports("avx512bf16") ? Simd::kAvx512Bf16 : Simd::kAvx512;
+    }
+    return __builtin_cpu_supports("avx2") ? Simd::kAvx2 : Simd::kBaseline;
+  }();
   return best;
 }
 
@@ -36,12 +39,15 @@ inline Simd best_simd() {
 inline std::vector<Simd> runnable_simds() {
   std::vector<Simd> simds = {Simd::kBaseline};
   if (best_simd() != Simd::kBaseline) simds.push_back(Simd::kAvx2);
-  if (best_simd() == Simd::kAvx512) simds.push_back(Simd::kAvx512);
+  if (best_simd() >= Simd::kAvx512) simds.push_back(Simd::kAvx512);
+  if (best_simd() == Simd::kAvx512Bf16) simds.push_back(Simd::kAvx512Bf16);
   return simds;
 }
 
 inline const char* simd_name(Simd simd) {
   switch (simd) {
+    case Simd::kAvx512Bf16:
+      return "avx512bf16";
     case Simd::kAvx512:
       return "avx512";
     case Simd::kAvx2:
@@ -54,8 +60,19 @@ inline const char* simd_name(Simd simd) {
 
 // Bytes of one register.
 inline int simd_bytes(Simd simd) {
-  return simd == Simd::kAvx512 ? 64 : simd == Simd::kAvx2 ? 32 : 16;
+  return simd >= Simd::kAvx512 ? 64 : simd == Simd::kAvx2 ? 32 : 16;
 }
+
+// bf16 that the loops of Simd::kAvx512Bf16 write with AVX512-BF16's
+// conversion; uint16_t is bf16 converted by shifts and adds.
+struct NativeBf16 {
+  uint16_t bits;
+};
+
+// The element type the loops of `simd` read and write T as.
+template <class T, Simd simd>
+using Element =
+    std::conditional_t<simd == Simd::kAvx512Bf16 && std::is_same_v<T, uint16_t>, NativeBf16, T>;
 
 // W lanes of E as one vector: lowered to whatever registers the function
 // it is inlined into is compiled for.
@@ -91,7 +108,9 @@ struct Lanes {
     } else {
       U u;
       if constexpr (L == 1) {
-        u = static_cast<uint32_t>(*p) << 16;
+        uint16_t bits;
+        std::memcpy(&bits, p, sizeof bits);
+        u = static_cast<uint32_t>(bits) << 16;
       } else if constexpr (L == 16) {
         // Each bf16 as the high half of a 32-bit lane, zeros below: one
         // permute. GCC 12 widens 16 halves to 32 bits as two halves and
@@ -119,6 +138,22 @@ struct Lanes {
   [[gnu::always_inline]] static void put(T* p, const F& v) {
     if constexpr (std::is_same_v<T, float>) {
       store(p, v);
+    } else if constexpr (std::is_same_v<T, NativeBf16>) {
+      // One instruction where the shifts and adds below take eight: in
+      // cache, bf16 passes ran at half the bytes per second of f32 ones.
+      // Inline assembly, as GCC inlines no intrinsic into these loops,
+      // which take their target from the function they are inlined into.
+      // It rounds as below, but reads a subnormal (below 1.2e-38) as zero.
+      constexpr int kIn = L < 4 ? 4 : L;
+      typename VecOf<float, kIn>::type in;
+      if constexpr (L == 1) {
+        in = decltype(in){v};
+      } else {
+        in = v;
+      }
+      typename VecOf < uint16_t, kIn<8 ? 8 : kIn>::type out;
+      asm("vcvtneps2bf16 %1, %0" : "=v"(out) : "v"(in));
+      std::memcpy(p, &out, L * sizeof(uint16_t));
     } else {
       U u;
       std::memcpy(&u, &v, sizeof u);
@@ -149,6 +184,7 @@ struct Lanes {
 // The target attributes of the functions each instruction set's copy of a
 // loop is inlined into.
 #define DPTRAIN_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+#define DPTRAIN_TARGET_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define DPTRAIN_TARGET_AVX2 __attribute__((target("avx2")))
 
 }  // namespace dptrain

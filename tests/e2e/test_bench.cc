@@ -304,5 +304,21 @@ TEST(BenchLoops, TimesEachBatchNormPassInBothTypes) {
   EXPECT_EQ(r.output.find("size:56"), std::string::npos) << "the filter was not applied";
 }
 
+// --simd picks the copy of the loops that runs, which each entry's label
+// names; one this CPU does not run is refused, naming those it does.
+TEST(BenchLoops, RunsTheLoopsOfTheInstructionSetAskedFor) {
+  if (kBenchLoops.empty()) GTEST_SKIP() << "benchmarks not built (DPTRAIN_BUILD_BENCHMARKS=OFF)";
+  const auto r = run_command("OMP_NUM_THREADS=1 " + kBenchLoops +
+                             " --simd=sse2 --benchmark_filter='Forward/channels:512/size:7/bf16:1'"
+                             " --benchmark_min_time=0.001 --benchmark_format=json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string entry =
+      benchmark_entry(r.output, "BM_BatchNormForward/channels:512/size:7/bf16:1/real_time");
+  EXPECT_THAT(entry, HasSubstr("\"label\": \"bf16 sse2\"")) << r.output;
+  const auto bad = run_command(kBenchLoops + " --simd=neon");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_THAT(bad.output, HasSubstr("--simd=neon: this CPU runs only sse2"));
+}
+
 }  // namespace
 }  // namespace dptrain::testing
