@@ -177,8 +177,9 @@ DPTRAIN_BN_PASSES(baseline, )
 template <class T, Kind K, bool Relu>
 BatchNormPassFn pass_for(Simd simd) {
   switch (simd) {
-    case Simd::kAvx512Bf16:
-      return pass_avx512bf16<Element<T, Simd::kAvx512Bf16>, 16, 4, K, Relu>;
+    case Simd::kAvx512Bf16:  // planned as kAvx512 for f32
+      if constexpr (std::is_same_v<T, uint16_t>) return pass_avx512bf16<NativeBf16, 16, 4, K, Relu>;
+      [[fallthrough]];
     case Simd::kAvx512:
       return pass_avx512<T, 16, 4, K, Relu>;
     case Simd::kAvx2:
@@ -210,7 +211,8 @@ std::optional<BatchNormLoops> BatchNormLoops::plan(const dnnl::memory::desc& dat
   l.channels_ = d[1];
   l.bf16_ = data.data_type() == dt::bf16;
   l.threads_ = std::max(threads, 1);
-  l.simd_ = simd;
+  // AVX512-BF16 adds only a conversion to AVX-512, which f32 never makes.
+  l.simd_ = simd == Simd::kAvx512Bf16 && !l.bf16_ ? Simd::kAvx512 : simd;
   const auto sums = static_cast<size_t>(2 * l.channels_);
   l.partial_slot_ = static_cast<int64_t>(AlignedArray<double>::whole_lines(sums));
   l.partial_ = AlignedArray<double>(static_cast<size_t>(l.partial_slot_ * l.threads_));

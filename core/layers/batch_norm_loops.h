@@ -10,7 +10,8 @@
 // count. The statistics are summed around the first pixel's values, so
 // that E[x^2] - E[x]^2 does not cancel, and the gradient's around the
 // mean. bf16 is read exactly and written rounded to nearest even, as
-// oneDNN rounds.
+// oneDNN rounds (where the CPU has AVX512-BF16, by its conversion, which
+// as oneDNN's kernels there writes a subnormal as a zero of its sign).
 #pragma once
 
 #include <cstdint>

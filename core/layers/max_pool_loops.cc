@@ -179,7 +179,7 @@ struct Rows {
 template <class T, int W, int K>
 Rows rows_for(Simd simd) {
   switch (simd) {
-    case Simd::kAvx512Bf16:  // max pooling converts nothing
+    case Simd::kAvx512Bf16:  // planned as kAvx512
     case Simd::kAvx512:
       return {forward_avx512<T, W, K>, backward_avx512<T, W, K>};
     case Simd::kAvx2:
@@ -226,7 +226,8 @@ std::optional<MaxPoolLoops> MaxPoolLoops::plan(const dnnl::memory::desc& src, in
   p.out.pixels = p.oh * p.ow;
   p.covers_input = s == k && pad == 0 && p.oh * k == p.ih && p.ow * k == p.iw;
   p.dst = dnnl::memory::desc({d[0], d[1], p.oh, p.ow}, src.data_type(), tag);
-  p.simd = simd;
+  // Max pooling converts nothing, so AVX512-BF16 adds nothing to AVX-512.
+  p.simd = simd == Simd::kAvx512Bf16 ? Simd::kAvx512 : simd;
   return p;
 }
 

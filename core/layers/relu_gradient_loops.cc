@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <type_traits>
 
 // Vectors pass between inlined functions only (simd.h).
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -48,7 +49,9 @@ template <class T>
 ReluGradientFn run_for(Simd simd) {
   switch (simd) {
     case Simd::kAvx512Bf16:
-      return run_avx512bf16<Element<T, Simd::kAvx512Bf16>, 16>;
+      // Its conversion is its only difference: f32 runs AVX-512's copy.
+      if constexpr (std::is_same_v<T, uint16_t>) return run_avx512bf16<NativeBf16, 16>;
+      [[fallthrough]];
     case Simd::kAvx512:
       return run_avx512<T, 16>;
     case Simd::kAvx2:

@@ -4,9 +4,9 @@
 // register's width of lanes at a time, and those lanes read from and
 // written to f32 or bf16. The build
 // targets the x86-64 baseline; each loop is inlined into functions
-// compiled for AVX-512 with and without its bf16 conversions, AVX2 and the
-// baseline alike (GCC's target attribute), and the CPU picks one at run
-// time.
+// compiled for AVX-512, AVX2 and the baseline alike (GCC's target
+// attribute), and the loops that write bf16 into one for AVX-512 with
+// AVX512-BF16's conversion too; the CPU picks one at run time.
 //
 // Vectors pass only between functions inlined into one another, so the ABI
 // GCC warns of (wide vectors returned by baseline code) never applies: a
@@ -21,9 +21,10 @@
 
 namespace dptrain {
 
+// A CPU that runs one of these runs every one before it.
 enum class Simd { kBaseline, kAvx2, kAvx512, kAvx512Bf16 };
 
-// The widest this CPU runs.
+// The best this CPU runs.
 inline Simd best_simd() {
   static const Simd best = [] {
     if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
@@ -69,11 +70,6 @@ struct NativeBf16 {
   uint16_t bits;
 };
 
-// The element type the loops of `simd` read and write T as.
-template <class T, Simd simd>
-using Element =
-    std::conditional_t<simd == Simd::kAvx512Bf16 && std::is_same_v<T, uint16_t>, NativeBf16, T>;
-
 // W lanes of E as one vector: lowered to whatever registers the function
 // it is inlined into is compiled for.
 template <class E, int W>
@@ -95,7 +91,8 @@ template <class V, class T>
 }
 
 // L lanes of float (a plain float for L = 1) read from and written to
-// elements of T: f32, or bf16 as its bits.
+// elements of T: f32, or bf16 as its bits (uint16_t, or NativeBf16 in
+// functions compiled for AVX512-BF16 only).
 template <class T, int L>
 struct Lanes {
   using F = std::conditional_t<L == 1, float, typename VecOf<float, L>::type>;
@@ -144,15 +141,11 @@ struct Lanes {
       // Inline assembly, as GCC inlines no intrinsic into these loops,
       // which take their target from the function they are inlined into.
       // It rounds as below, but reads a subnormal (below 1.2e-38) as zero.
-      constexpr int kIn = L < 4 ? 4 : L;
-      typename VecOf<float, kIn>::type in;
-      if constexpr (L == 1) {
-        in = decltype(in){v};
-      } else {
-        in = v;
-      }
-      typename VecOf < uint16_t, kIn<8 ? 8 : kIn>::type out;
-      asm("vcvtneps2bf16 %1, %0" : "=v"(out) : "v"(in));
+      // Fewer than 8 lanes (a float is an xmm register's first) convert
+      // from and into an xmm register.
+      constexpr int kOut = L < 8 ? 8 : L;
+      typename VecOf<uint16_t, kOut>::type out;
+      asm("vcvtneps2bf16 %1, %0" : "=v"(out) : "v"(v));
       std::memcpy(p, &out, L * sizeof(uint16_t));
     } else {
       U u;

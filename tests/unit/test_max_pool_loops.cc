@@ -116,6 +116,7 @@ std::vector<Case> cases() {
   std::vector<Case> all;
   // Every instruction set this CPU runs; the baseline runs everywhere.
   for (Simd simd : runnable_simds()) {
+    if (simd == Simd::kAvx512Bf16) continue;  // planned as AVX-512 (nothing to convert)
     for (tag t : {tag::nChw16c, tag::nChw8c, tag::nhwc}) {
       for (dt type : {dt::f32, dt::bf16}) {
         for (const Geometry& g : geometries) {
@@ -144,6 +145,13 @@ TEST(MaxPoolLoopsPlan, LeavesOverlappingWindowsAndOtherLayoutsToOneDnn) {
   EXPECT_TRUE(MaxPoolLoops::plan(blocked, 2, 2, 0).has_value());
   EXPECT_FALSE(MaxPoolLoops::plan(blocked, 3, 2, 1).has_value());
   EXPECT_FALSE(MaxPoolLoops::plan({{kN, kC, 8, 8}, dt::f32, tag::nchw}, 2, 2, 0).has_value());
+}
+
+// Pooling converts nothing: AVX512-BF16's copy would be AVX-512's, so the
+// plan (and the layer's description) says AVX-512.
+TEST(MaxPoolLoopsPlan, RunsTheAvx512CopyForAvx512Bf16) {
+  const memory::desc bf16({kN, kC, 8, 8}, dt::bf16, tag::nhwc);
+  EXPECT_EQ(MaxPoolLoops::plan(bf16, 2, 2, 0, Simd::kAvx512Bf16)->simd, Simd::kAvx512);
 }
 
 }  // namespace

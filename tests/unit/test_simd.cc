@@ -1,8 +1,8 @@
 // The bf16 that AVX512-BF16's conversion writes (Lanes<NativeBf16, L>) is
 // the bf16 our shifts and adds write (Lanes<uint16_t, L>) for every float
 // but a subnormal, which it writes as a zero of the same sign; a NaN stays
-// a NaN. Checked at each vector width the loops use, over floats spread
-// across every exponent and the edges of rounding.
+// a NaN. Checked at every width put takes (the loops use 16 and 1), over
+// floats spread across every exponent and the edges of rounding.
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -17,11 +17,13 @@
 namespace dptrain {
 namespace {
 
-// Each float of `in` written by the conversion, L at a time.
+// Each float of `in` written by the conversion, L at a time, the last
+// first: a write past its L lanes would land on values already checked.
 template <int L>
 DPTRAIN_TARGET_AVX512BF16 std::vector<uint16_t> native(const std::vector<float>& in) {
   std::vector<NativeBf16> out(in.size());
-  for (size_t i = 0; i < in.size(); i += L) {
+  for (size_t i = in.size(); i >= L;) {
+    i -= L;
     Lanes<NativeBf16, L>::put(out.data() + i, load<typename Lanes<NativeBf16, L>::F>(&in[i]));
   }
   std::vector<uint16_t> bits(out.size());
