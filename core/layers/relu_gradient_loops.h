@@ -6,8 +6,9 @@
 // ReLU's backward then cuts it (another): two tensors' bytes more moved.
 //
 // Any dense layout (padding lanes included), f32 or bf16 (summed in float,
-// rounded once, as batch_norm_loops.h rounds); compiled for each instruction set as the other loops
-// are (simd.h) and split between the threads in equal runs.
+// rounded once, as batch_norm_loops.h rounds); compiled for each
+// instruction set as the other loops are (simd.h) and split between the
+// threads in equal runs.
 #pragma once
 
 #include <cstdint>
