@@ -86,6 +86,15 @@ void SetupContext::share_gradient(Blob* bottom, const Blob& top) {
   bottom->gradient_shareable = false;
 }
 
+void SetupContext::store_gradient_over_values(Blob* bottom) {
+  if (!may_overwrite(*bottom) || !bottom->diff || bottom->diff.get_desc() != bottom->desc()) {
+    throw std::logic_error("gradient of '" + bottom->name + "' cannot be stored over its values");
+  }
+  pending_.aliases.emplace_back(bottom->data, bottom->diff);
+  // Aliased already, the gradient cannot be another's too.
+  bottom->gradient_shareable = false;
+}
+
 Param* SetupContext::add_param(const std::string& suffix, const dnnl::memory::desc& plain_desc,
                                const dnnl::memory::desc& desc, dnnl::memory::dims export_dims,
                                ParamInit init, bool trainable) {

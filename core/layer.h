@@ -114,6 +114,12 @@ class SetupContext {
   // storage of `top`'s: what the top's gradient holds after this layer's
   // backward is the bottom's.
   void share_gradient(Blob* bottom, const Blob& top);
+  // The gradient of `bottom` (one this layer may overwrite, its gradient
+  // in its values' layout) stored over its values: for a backward that
+  // reads them and writes the gradient elementwise, the gradient's lines
+  // already in cache. Nothing may read the values after this layer's
+  // backward.
+  void store_gradient_over_values(Blob* bottom);
   // Declares a trainable parameter (or, with trainable=false, a buffer).
   Param* add_param(const std::string& suffix, const dnnl::memory::desc& plain_desc,
                    const dnnl::memory::desc& desc, dnnl::memory::dims export_dims, ParamInit init,

@@ -140,6 +140,30 @@ std::vector<Node> insert_splits(std::vector<Node> nodes) {
   return out;
 }
 
+using Aliases = std::vector<std::pair<dnnl::memory, dnnl::memory>>;  // storage, alias of it
+
+// The aliases with each one's storage followed to a buffer that is no
+// alias (a BatchNorm's input gradient stored over its input may be an
+// Add's top gradient, which its bottoms' gradients alias).
+Aliases resolve(const Aliases& aliases) {
+  std::map<dnnl_memory_t, dnnl::memory> storage_of;
+  for (const auto& [storage, alias] : aliases) {
+    if (!storage_of.emplace(alias.get(), storage).second) {
+      throw std::logic_error("a buffer aliased twice");
+    }
+  }
+  Aliases out;
+  for (const auto& [storage, alias] : aliases) {
+    dnnl::memory root = storage;
+    for (size_t hops = 0; storage_of.count(root.get()); ++hops) {
+      if (hops == aliases.size()) throw std::logic_error("aliases in a cycle");
+      root = storage_of.at(root.get());
+    }
+    out.emplace_back(root, alias);
+  }
+  return out;
+}
+
 // A buffer of the arena and the span of the step that uses it, in steps of
 // one layer: forward runs layer i at time i, backward at time 2L - 2 - i
 // (the loss's forward and backward share a time).
@@ -154,9 +178,9 @@ struct Lifetime {
 // it; its gradient from the backward of its last reader to that of its
 // producer (a Split branch's, whose gradient the blob's producer sums, to
 // that producer's). A buffer of several blobs (a Split's top, an in-place
-// gradient, a shared gradient's aliases) takes the union of their spans.
-std::vector<Lifetime> lifetimes(const std::vector<dnnl::memory>& arena,
-                                const std::vector<std::pair<dnnl::memory, dnnl::memory>>& aliases,
+// gradient, a shared gradient's aliases, a gradient stored over its
+// blob's values) takes the union of their spans.
+std::vector<Lifetime> lifetimes(const std::vector<dnnl::memory>& arena, const Aliases& aliases,
                                 const std::vector<std::unique_ptr<Layer>>& layers,
                                 const std::vector<Blob*>& tops,
                                 const std::map<std::string, std::unique_ptr<Blob>>& blobs) {
@@ -171,10 +195,7 @@ std::vector<Lifetime> lifetimes(const std::vector<dnnl::memory>& arena,
     if (aliased.count(m.get())) continue;
     if (index.emplace(m.get(), spans.size()).second) spans.push_back({m, end + 1, -1});
   }
-  for (const auto& [storage, alias] : aliases) {
-    if (aliased.count(storage.get())) throw std::logic_error("alias of an alias");
-    index[alias.get()] = index.at(storage.get());
-  }
+  for (const auto& [storage, alias] : aliases) index[alias.get()] = index.at(storage.get());
   auto need = [&](const dnnl::memory& m, int first, int last) {
     if (!m) return;
     Lifetime& span = spans[index.at(m.get())];
@@ -351,7 +372,8 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
   }
   loss_ = dynamic_cast<LossLayer*>(layers_.back().get());
 
-  std::vector<Lifetime> buffers = lifetimes(pending.arena, pending.aliases, layers_, tops_, blobs_);
+  const Aliases aliases = resolve(pending.aliases);
+  std::vector<Lifetime> buffers = lifetimes(pending.arena, aliases, layers_, tops_, blobs_);
   if (memory == BlobMemory::kKeepAll) {
     for (Lifetime& b : buffers) b = {b.memory, 0, std::numeric_limits<int>::max()};
   }
@@ -361,7 +383,7 @@ Net::Net(const NetSpec& spec, const dnnl::memory::dims& input_dims, uint64_t see
   arena_ = AlignedFloats(arena_bytes / sizeof(float));
   char* base = reinterpret_cast<char*>(arena_.data());
   for (size_t i = 0; i < buffers.size(); ++i) buffers[i].memory.set_data_handle(base + offsets[i]);
-  for (auto& [storage, alias] : pending.aliases) alias.set_data_handle(storage.get_data_handle());
+  for (const auto& [storage, alias] : aliases) alias.set_data_handle(storage.get_data_handle());
   for (auto& [from, view] : pending.views) view.set_data_handle(from.get_data_handle());
   scratchpad_ = AlignedFloats((pending.scratchpad_bytes + 3) / 4);
   for (auto& m : pending.scratchpads) m.set_data_handle(scratchpad_.data());

@@ -171,6 +171,14 @@ class BatchNormLayer : public Layer, public FoldableOutput {
       var_ = memory(vec, cpu_engine());
       diff_src_ = bottom.needs_grad ? bottom.diff : memory();
       describe_ = "loop over " + layout_name(data) + ", " + simd_name(loops_->simd());
+      // Written apart, the input gradient lands on lines memory must first
+      // fetch; over the input, which nothing reads after this backward, on
+      // lines just read (ResNet-50 bf16 on channels-last tensors: these
+      // backwards moved 25 GB/s where the in-place ones moved 35).
+      if (!in_place && bottom.needs_grad && ctx.may_overwrite(bottom)) {
+        ctx.store_gradient_over_values(&bottom);
+        describe_ += ", input gradient over its input";
+      }
       // Its own ReLU would come before an Add's sum.
       if (!relu_) top->foldable = this;
       return;

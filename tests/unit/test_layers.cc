@@ -837,6 +837,35 @@ TEST(AddTest, IdentityBlockSharesItsGradientWithTheBatchNormAndTheShortcut) {
   expect_gradients_match(h);
 }
 
+// A channels-last BatchNorm whose output's gradient an Add shares writes
+// its input gradient over its input, which nothing reads after its
+// backward; not where a layer before it reads that input in its backward
+// too. (One channel of "data" is channels-last, and a product keeps the
+// layout of its full bottom.)
+TEST(AddTest, BatchNormSharingItsGradientWritesItsInputGradientOverItsInput) {
+  for (bool side_reader : {false, true}) {
+    SCOPED_TRACE(side_reader);
+    Harness h(
+        "layer { name: 'gate' type: 'Convolution' convolution { num_output: 1 kernel_size: 5 } }\n"
+        "layer { name: 'mul' type: 'Mul' bottom: 'data' bottom: 'gate' }\n" +
+            std::string(side_reader ? "layer { name: 'side' type: 'Convolution' bottom: 'mul' "
+                                      "convolution { num_output: 1 kernel_size: 1 } }\n"
+                                    : "") +
+            "layer { name: 'bn' type: 'BatchNorm' bottom: 'mul' }\n"
+            "layer { name: 'sum' type: 'Add' bottom: 'bn' bottom: '" +
+            (side_reader ? "side" : "data") +
+            "' }\n"
+            "layer { name: 'relu' type: 'ReLU' }",
+        {4, 1, 5, 5}, {.pre = false});
+    EXPECT_EQ(h.layer("bn").describe().find("input gradient over its input") == std::string::npos,
+              side_reader)
+        << h.layer("bn").describe();
+    EXPECT_THAT(h.layer("sum").describe(), HasSubstr("gradient shared by"));
+    h.loss();
+    expect_gradients_match(h, {.eps = 1e-3, .input = false});
+  }
+}
+
 // A BatchNorm over channels-last values (one channel of "data") whose only
 // reader is an Add leaves its normalization to the Add's pass, in training
 // and in evaluation, with the Add's ReLU and without; where its output has
