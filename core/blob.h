@@ -19,6 +19,9 @@ class FoldableOutput {
   // blob's layout; valid after the producer's forward, from inputs that
   // live on because the producer's backward reads them.
   virtual void add_to(const void* other, void* out, bool relu) const = 0;
+  // The same with other's values those of `other`, a producer of this kind
+  // whose values are folded too (the same shape and layout).
+  virtual void add_to(const FoldableOutput& other, void* out, bool relu) const = 0;
 
  protected:
   ~FoldableOutput() = default;

@@ -11,7 +11,9 @@
 // also sums the gradients of the top's Split branches in that pass
 // (relu_gradient_loops.h). Where the first bottom is a BatchNorm's output
 // that only this Add reads, the BatchNorm leaves it unwritten and the sum
-// normalizes its input on the way (FoldableOutput).
+// normalizes its input on the way (FoldableOutput); so too the second
+// bottom's BatchNorm, where the first's is folded (ResNet's projection
+// shortcut).
 #include <omp.h>
 
 #include <algorithm>
@@ -89,6 +91,11 @@ class AddLayer : public Layer {
         (!activation_ || relu)) {
       bottoms[0]->folded = true;
       folded_ = first.foldable;
+      const Blob& second = *bottoms[1];
+      if (second.foldable && ctx.may_overwrite(second) && second.desc() == dst) {
+        bottoms[1]->folded = true;
+        folded_second_ = second.foldable;
+      }
     }
     const Blob* over = (activation_ || folded_) && ctx.may_overwrite(first) && !has_padding(dst)
                            ? &first
@@ -99,7 +106,8 @@ class AddLayer : public Layer {
     }
     top_ = top;
     if (folded_) {
-      describe_ = "BatchNorm's normalization and the sum in one loop";
+      describe_ = folded_second_ ? "both BatchNorms' normalizations and the sum in one loop"
+                                 : "BatchNorm's normalization and the sum in one loop";
     } else if (activation_) {
       dnnl::post_ops ops;
       ops.append_eltwise(1.f, activation_->forward, activation_->alpha, 0.f);
@@ -143,7 +151,9 @@ class AddLayer : public Layer {
 
   void forward(bool) override {
     for (const Relayout& input : inputs_) input.run();
-    if (folded_) {
+    if (folded_second_) {
+      folded_->add_to(*folded_second_, top_->data.get_data_handle(), activation_.has_value());
+    } else if (folded_) {
       folded_->add_to(inputs_[1].memory().get_data_handle(), top_->data.get_data_handle(),
                       activation_.has_value());
     } else {
@@ -188,7 +198,8 @@ class AddLayer : public Layer {
   }
 
   std::optional<Activation> activation_;
-  const FoldableOutput* folded_ = nullptr;  // the first bottom's producer
+  const FoldableOutput* folded_ = nullptr;         // the first bottom's producer
+  const FoldableOutput* folded_second_ = nullptr;  // the second's, folded too
   Blob* top_ = nullptr;
   std::vector<const void*> others_;
   BoundPrimitive activation_backward_;

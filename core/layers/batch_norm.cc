@@ -295,6 +295,13 @@ class BatchNormLayer : public Layer, public FoldableOutput {
     cpu_stream().wait();
     loops_->add_normalized(bottom_->data.get_data_handle(), other, out, relu);
   }
+  void add_to(const FoldableOutput& other, void* out, bool relu) const override {
+    const auto* o = dynamic_cast<const BatchNormLayer*>(&other);
+    if (o == nullptr || !o->loops_) throw std::logic_error("folded with another kind of output");
+    cpu_stream().wait();
+    loops_->add_normalized(bottom_->data.get_data_handle(), *o->loops_,
+                           o->bottom_->data.get_data_handle(), out, relu);
+  }
   // Only the synchronized path's ReLU cut reads the output (oneDNN's uses
   // the workspace, the loops' the input).
   bool backward_reads_top() const override { return sync_ && relu_; }

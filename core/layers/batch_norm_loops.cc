@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <type_traits>
 
 #include "core/layers/channel_blocks.h"
@@ -20,19 +21,27 @@ struct BatchNormPass {
   int64_t channels = 0;
   const void* x = nullptr;
   const void* dy = nullptr;
-  const void* other = nullptr;  // added to the normalized x
+  const void* other = nullptr;  // added to the normalized x (normalized too with oa, ob)
   void* out = nullptr;
   // Per channel: the sums' centre (k), or the coefficients of out; the
   // forward's (y = ya * x + yb), whose sign is the fused ReLU's cut.
   const float *a = nullptr, *b = nullptr, *k = nullptr, *ya = nullptr, *yb = nullptr;
-  double* sums = nullptr;  // 2 x channels, this thread's
+  const float *oa = nullptr, *ob = nullptr;  // other's, where it is normalized too
+  double* sums = nullptr;                    // 2 x channels, this thread's
 };
 
 namespace {
 
 constexpr int64_t kChunk = 32;  // pixels summed in float before double
 
-enum Kind { kStatistics, kGradientSums, kNormalize, kNormalizeAdd, kInputGradient };
+enum Kind {
+  kStatistics,
+  kGradientSums,
+  kNormalize,
+  kNormalizeAdd,
+  kNormalizeAddNormalized,
+  kInputGradient
+};
 
 // Calls body<L>(c) for the channels of a row: a vector of W at a time,
 // then the last ones one by one.
@@ -146,9 +155,13 @@ template <class T, int W, int G, Kind K, bool Relu>
         using F = typename In::F;
         const int64_t at = r * c_count + c;
         const F a = load<F>(p.a + c), b = load<F>(p.b + c), xv = In::get(x + at);
-        if constexpr (K == kNormalize || K == kNormalizeAdd) {
+        if constexpr (K == kNormalize || K == kNormalizeAdd || K == kNormalizeAddNormalized) {
           F v = a * xv + b;
-          if constexpr (K == kNormalizeAdd) v += In::get(static_cast<const T*>(p.other) + at);
+          const T* other = static_cast<const T*>(p.other);
+          if constexpr (K == kNormalizeAdd) v += In::get(other + at);
+          if constexpr (K == kNormalizeAddNormalized) {
+            v += load<F>(p.oa + c) * In::get(other + at) + load<F>(p.ob + c);
+          }
           In::put(out + at, Relu ? In::cut(v, v) : v);
         } else {
           In::put(out + at, a * g_at.template operator()<L>(at, c, xv) + b + load<F>(p.k + c) * xv);
@@ -255,23 +268,39 @@ void BatchNormLoops::forward_inference(const void* x, void* y, const float* gamm
 void BatchNormLoops::normalize(const void* x, void* y, const float* gamma, const float* beta,
                                const float* mean, const float* var, float eps, bool relu) const {
   coefficients(gamma, beta, mean, var, eps, ya_.data(), yb_.data());
-  if (y != nullptr) apply(x, nullptr, y, relu);
+  if (y != nullptr) apply(x, nullptr, nullptr, y, relu);
 }
 
 void BatchNormLoops::add_normalized(const void* x, const void* other, void* out, bool relu) const {
   KernelTimer timer;
-  apply(x, other, out, relu);
+  apply(x, other, nullptr, out, relu);
 }
 
-void BatchNormLoops::apply(const void* x, const void* other, void* out, bool relu) const {
+void BatchNormLoops::add_normalized(const void* x, const BatchNormLoops& other_loops,
+                                    const void* other_x, void* out, bool relu) const {
+  if (other_loops.pixels_ != pixels_ || other_loops.channels_ != channels_ ||
+      other_loops.bf16_ != bf16_) {
+    throw std::logic_error("normalizations of different tensors added");
+  }
+  KernelTimer timer;
+  apply(x, other_x, &other_loops, out, relu);
+}
+
+void BatchNormLoops::apply(const void* x, const void* other, const BatchNormLoops* other_loops,
+                           void* out, bool relu) const {
   BatchNormPass p;
   p.x = x;
   p.other = other;
   p.out = out;
   p.a = ya_.data();
   p.b = yb_.data();
-  run(other ? pass_for<kNormalizeAdd>(simd_, bf16_, relu)
-            : pass_for<kNormalize>(simd_, bf16_, relu),
+  if (other_loops) {
+    p.oa = other_loops->ya_.data();
+    p.ob = other_loops->yb_.data();
+  }
+  run(other_loops ? pass_for<kNormalizeAddNormalized>(simd_, bf16_, relu)
+      : other     ? pass_for<kNormalizeAdd>(simd_, bf16_, relu)
+                  : pass_for<kNormalize>(simd_, bf16_, relu),
       p);
 }
 

@@ -49,6 +49,12 @@ class BatchNormLoops {
   // relu), all three in x's layout: the residual Add after a BatchNorm in
   // one pass, y never written nor read back.
   void add_normalized(const void* x, const void* other, void* out, bool relu) const;
+  // The same with other the input of another BatchNorm's loops over a
+  // tensor of this shape and type, normalized by them (their forward having
+  // found the coefficients): both BatchNorms of a residual Add's bottoms
+  // folded into its pass.
+  void add_normalized(const void* x, const BatchNormLoops& other_loops, const void* other_x,
+                      void* out, bool relu) const;
   // From the output's gradient dy (cut where the output is 0 with relu)
   // and forward_training's statistics: the gradients of gamma and beta,
   // and unless dx is null the input's; dx may be dy itself.
@@ -63,8 +69,10 @@ class BatchNormLoops {
   // the statistics.
   void normalize(const void* x, void* y, const float* gamma, const float* beta, const float* mean,
                  const float* var, float eps, bool relu) const;
-  // out = y (+ other) by y's coefficients (then max(out, 0) with relu).
-  void apply(const void* x, const void* other, void* out, bool relu) const;
+  // out = y (+ other, normalized by other_loops' coefficients where given)
+  // by y's coefficients (then max(out, 0) with relu).
+  void apply(const void* x, const void* other, const BatchNormLoops* other_loops, void* out,
+             bool relu) const;
   // a = gamma / sqrt(var + eps) and b = beta - a * mean per channel.
   void coefficients(const float* gamma, const float* beta, const float* mean, const float* var,
                     float eps, float* a, float* b) const;

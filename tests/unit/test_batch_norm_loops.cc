@@ -3,7 +3,8 @@
 // statistics, output, and the gradients of gamma, beta and the input, with
 // and without the fused ReLU, in f32 and bf16, under every instruction set
 // the CPU has and on one thread and two; and the normalization added to
-// another tensor, as the residual Add it is folded into computes it. The
+// another tensor, itself plain or normalized by other loops, as the
+// residual Add it is folded into computes it. The
 // channel counts leave lanes over after the vectors and (84) single vectors
 // after the groups of vectors the sums take at a time, and the pixels a
 // part of the 32 summed in float.
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/engine.h"
@@ -88,15 +90,20 @@ TEST_P(BatchNormLoopsTest, MatchTheFormulas) {
   auto at = [&](int64_t k, int64_t p) {
     return static_cast<size_t>(((p / (h * w)) * ch + k) * h * w + p % (h * w));
   };
+  // Channel k's mean and biased variance.
+  auto moments = [&](const std::vector<float>& values, int64_t k) {
+    double s = 0, s2 = 0;
+    for (int64_t p = 0; p < pixels; ++p) s += values[at(k, p)];
+    const double m = s / static_cast<double>(pixels);
+    for (int64_t p = 0; p < pixels; ++p) s2 += (values[at(k, p)] - m) * (values[at(k, p)] - m);
+    return std::pair(m, s2 / static_cast<double>(pixels));
+  };
   std::vector<double> want_mean(gamma.size()), want_var(gamma.size()), want_y(x.size()),
       want_dx(x.size()), want_dgamma(gamma.size()), want_dbeta(gamma.size());
   for (int64_t k = 0; k < ch; ++k) {
     const auto ki = static_cast<size_t>(k);
-    double s = 0, s2 = 0;
-    for (int64_t p = 0; p < pixels; ++p) s += x[at(k, p)];
-    const double m = s / static_cast<double>(pixels);
-    for (int64_t p = 0; p < pixels; ++p) s2 += (x[at(k, p)] - m) * (x[at(k, p)] - m);
-    const double v = s2 / static_cast<double>(pixels), inv_std = 1 / std::sqrt(v + eps);
+    const auto [m, v] = moments(x, k);
+    const double inv_std = 1 / std::sqrt(v + eps);
     want_mean[ki] = m;
     want_var[ki] = v;
     std::vector<double> g(static_cast<size_t>(pixels));
@@ -155,6 +162,31 @@ TEST_P(BatchNormLoopsTest, MatchTheFormulas) {
     }
   }
   EXPECT_LT(worst(want_sum, sum), (bf16 ? 8e-3 : 1e-5) * largest(want_sum));
+
+  // Both bottoms of the sum folded: other normalized by another BatchNorm
+  // (its own scale and shift, no ReLU of its own).
+  const auto other_loops = BatchNormLoops::plan(om.get_desc(), c.threads, c.simd);
+  ASSERT_TRUE(other_loops.has_value());
+  std::vector<float> gamma_o(gamma.rbegin(), gamma.rend()), beta_o(beta.rbegin(), beta.rend());
+  std::vector<float> mean_o(gamma.size()), var_o(gamma.size());
+  other_loops->forward_training(om.get_data_handle(), nullptr, gamma_o.data(), beta_o.data(), eps,
+                                false, mean_o.data(), var_o.data());
+  loops->add_normalized(xm.get_data_handle(), *other_loops, om.get_data_handle(),
+                        sm.get_data_handle(), c.relu);
+  const std::vector<float> both = to_plain(sm);
+  std::vector<double> want_both(x.size());
+  for (int64_t k = 0; k < ch; ++k) {
+    const auto ki = static_cast<size_t>(k);
+    const auto [mo, vo] = moments(other, k);
+    const double inv_std = 1 / std::sqrt(want_var[ki] + eps);
+    const double inv_std_o = 1 / std::sqrt(vo + eps);
+    for (int64_t p = 0; p < pixels; ++p) {
+      const double v = gamma[ki] * (x[at(k, p)] - want_mean[ki]) * inv_std + beta[ki] +
+                       gamma_o[ki] * (other[at(k, p)] - mo) * inv_std_o + beta_o[ki];
+      want_both[at(k, p)] = c.relu ? std::max(v, 0.0) : v;
+    }
+  }
+  EXPECT_LT(worst(want_both, both), (bf16 ? 8e-3 : 1e-5) * largest(want_both));
 }
 
 std::vector<Case> cases() {

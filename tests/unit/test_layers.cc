@@ -913,6 +913,56 @@ TEST(AddTest, FoldsTheNormalizationOfABatchNormOnlyItReads) {
   }
 }
 
+// ResNet's projection shortcut: both bottoms BatchNorms over channels-last
+// values that only the Add reads, both normalizations in the Add's pass,
+// in training and evaluation. (A product keeps the layout of its full
+// bottom, one channel of "data": the second BatchNorm's input differs from
+// the first's and needs a gradient.)
+TEST(AddTest, FoldsTheNormalizationsOfBothBatchNormsItAdds) {
+  const dims input{4, 1, 5, 5};
+  const Shape s = shape_of(input);
+  for (bool relu : {true, false}) {
+    SCOPED_TRACE(relu);
+    Harness h(
+        "layer { name: 'gate' type: 'Convolution' convolution { num_output: 1 kernel_size: 5 } }\n"
+        "layer { name: 'mul' type: 'Mul' bottom: 'data' bottom: 'gate' }\n"
+        "layer { name: 'bn_a' type: 'BatchNorm' bottom: 'data' batch_norm { momentum: 0.5 } }\n"
+        "layer { name: 'bn_b' type: 'BatchNorm' bottom: 'mul' batch_norm { momentum: 0.5 } }\n"
+        "layer { name: 'sum' type: 'Add' bottom: 'bn_a' bottom: 'bn_b' }\n" +
+            std::string(relu ? "layer { name: 'relu' type: 'ReLU' }\n" : ""),
+        input, {.pre = false});
+    EXPECT_THAT(h.layer("sum").describe(), HasSubstr("both BatchNorms"));
+    for (const char* bn : {"bn_a", "bn_b"}) {
+      EXPECT_THAT(h.layer(bn).describe(), HasSubstr("folded")) << bn;
+    }
+    set_affine(h, "bn_a", 1);
+    h.set_weight("bn_b.scale", {1.3f});
+    h.set_weight("bn_b.shift", {-0.2f});
+    const std::string top = relu ? "relu" : "sum";
+    auto expect_sum = [&](const std::vector<float>& b_input, bool training, const char* what) {
+      auto w = h.weights();
+      auto normalized = [&](const std::vector<float>& x, const std::string& bn) {
+        std::vector<double> mean{w[bn + ".running_mean"][0]}, var{w[bn + ".running_var"][0]};
+        if (training) layer_test::channel_stats(x, s, &mean, &var);
+        return layer_test::batch_norm_ref(x, s, mean, var, w[bn + ".scale"], w[bn + ".shift"], 1e-5,
+                                          false);
+      };
+      auto want = normalized(h.input(), "bn_a");
+      const auto b = normalized(b_input, "bn_b");
+      for (size_t i = 0; i < want.size(); ++i) {
+        want[i] += b[i];
+        if (relu) want[i] = std::max(want[i], 0.f);
+      }
+      expect_near_all(h.data(top), want, kFwdTol, what);
+    };
+    h.loss();
+    expect_sum(h.data("mul"), true, "training");
+    h.loss(false);
+    expect_sum(h.data("mul"), false, "evaluation");
+    expect_gradients_match(h, {.eps = 1e-3, .input = false});
+  }
+}
+
 // The Add writes over its first bottom, which nothing reads after it; but
 // not where a blocked layout pads the channels (3 of 8 or 16), which
 // oneDNN 2.6's binary add gets wrong in place.
