@@ -22,6 +22,7 @@
 
 #include "core/aligned_array.h"
 #include "core/layers/batch_norm_loops.h"
+#include "core/layers/relu_gradient_loops.h"
 
 namespace dptrain {
 namespace {
@@ -41,6 +42,7 @@ struct Tensors {
         x(static_cast<size_t>(bytes)),
         y(static_cast<size_t>(bytes)),
         dy(static_cast<size_t>(bytes)),
+        other(static_cast<size_t>(bytes)),
         gamma(static_cast<size_t>(channels), 1.f),
         beta(gamma.size(), 0.1f),
         mean(gamma.size()),
@@ -59,9 +61,11 @@ struct Tensors {
       if (bf16) {
         Lanes<uint16_t, 1>::put(reinterpret_cast<uint16_t*>(x.data()) + i, v);
         Lanes<uint16_t, 1>::put(reinterpret_cast<uint16_t*>(dy.data()) + i, g);
+        Lanes<uint16_t, 1>::put(reinterpret_cast<uint16_t*>(other.data()) + i, -g);
       } else {
         reinterpret_cast<float*>(x.data())[i] = v;
         reinterpret_cast<float*>(dy.data())[i] = g;
+        reinterpret_cast<float*>(other.data())[i] = -g;
       }
     }
     state.SetLabel(std::string(bf16 ? "bf16 " : "f32 ") + simd_name(simd));
@@ -77,7 +81,7 @@ struct Tensors {
   int64_t channels, size;
   bool bf16;
   int64_t elements, bytes;
-  AlignedArray<char> x, y, dy;
+  AlignedArray<char> x, y, dy, other;
   std::vector<float> gamma, beta, mean, var, dgamma, dbeta;
   BatchNormLoops loops;
 };
@@ -112,6 +116,34 @@ void BM_BatchNormFoldedAdd(benchmark::State& state) {
   t.count(state, 4);
 }
 
+// The Add's gradient through its ReLU (dy + the shortcut's gradient, cut
+// where the Add's output y is not positive, in place) and the gradient sums
+// of the BatchNorm folded into it (x read), in one pass: 4 tensors read, 1
+// written.
+void BM_AddGradientSums(benchmark::State& state) {
+  Tensors t(state);
+  t.forward(true);
+  for (auto _ : state) {
+    t.loops.take_gradient_sums(t.dy.data(), t.other.data(), t.y.data(), t.x.data(), t.mean.data());
+  }
+  t.count(state, 5);
+}
+
+// The same in two passes: the ReLU gradient's (3 read, 1 written), then the
+// sums' (2 read).
+void BM_AddGradientSumsApart(benchmark::State& state) {
+  Tensors t(state);
+  t.forward(true);
+  const std::vector<const void*> others{t.other.data()};
+  for (auto _ : state) {
+    relu_gradient_sum(t.bf16, t.dy.data(), others, t.y.data(), t.elements, omp_get_max_threads(),
+                      simd);
+    t.loops.backward(t.x.data(), t.dy.data(), nullptr, t.gamma.data(), t.beta.data(), t.mean.data(),
+                     t.var.data(), 1e-5f, false, t.dgamma.data(), t.dbeta.data());
+  }
+  t.count(state, 6);
+}
+
 // ResNet-50's BatchNorm shapes (channels, height = width), each in f32 and
 // bf16.
 void shapes(benchmark::internal::Benchmark* b) {
@@ -132,6 +164,8 @@ void shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_BatchNormForward)->Apply(shapes);
 BENCHMARK(BM_BatchNormBackward)->Apply(shapes);
 BENCHMARK(BM_BatchNormFoldedAdd)->Apply(shapes);
+BENCHMARK(BM_AddGradientSums)->Apply(shapes);
+BENCHMARK(BM_AddGradientSumsApart)->Apply(shapes);
 
 }  // namespace
 }  // namespace dptrain

@@ -22,6 +22,13 @@ class FoldableOutput {
   // The same with other's values those of `other`, a producer of this kind
   // whose values are folded too (the same shape and layout).
   virtual void add_to(const FoldableOutput& other, void* out, bool relu) const = 0;
+  // The reader's gradient through its ReLU, dy = dy + other (where not
+  // null) where `cut` (its output) is positive, else 0, in place, in the
+  // pass that takes the sums this producer's backward needs (and second's,
+  // a producer of this kind whose values are folded too); that backward,
+  // told by gradient_sums_taken, then skips its own pass for them.
+  virtual void take_gradient_sums(void* dy, const void* other, const void* cut,
+                                  const FoldableOutput* second) const = 0;
 
  protected:
   ~FoldableOutput() = default;
@@ -47,6 +54,9 @@ struct Blob {
   // then writes nothing here.
   const FoldableOutput* foldable = nullptr;
   bool folded = false;
+  // Set by the reader that folded these values and whose backward takes
+  // their producer's gradient sums (FoldableOutput::take_gradient_sums).
+  bool gradient_sums_taken = false;
 
   dnnl::memory::desc desc() const { return data.get_desc(); }
   dnnl::memory::dims dims() const { return data.get_desc().dims(); }

@@ -13,7 +13,8 @@
 // that only this Add reads, the BatchNorm leaves it unwritten and the sum
 // normalizes its input on the way (FoldableOutput); so too the second
 // bottom's BatchNorm, where the first's is folded (ResNet's projection
-// shortcut).
+// shortcut). Their gradient being the top's, the ReLU's gradient pass then
+// takes the sums their backward needs too.
 #include <omp.h>
 
 #include <algorithm>
@@ -136,9 +137,21 @@ class AddLayer : public Layer {
       activation_backward_ = fused_activation_backward(*activation_, *top, ctx);
       top->producer_sums_branches = relu;
     }
+    auto shares = [&](const Blob* b) {
+      return std::find(sharing.begin(), sharing.end(), b) != sharing.end();
+    };
+    if (relu && folded_ && shares(bottoms[0])) {
+      bottoms[0]->gradient_sums_taken = true;
+      if (folded_second_ && shares(bottoms[1])) {
+        bottoms[1]->gradient_sums_taken = true;
+        sums_of_second_ = folded_second_;
+      }
+      takes_sums_ = true;
+      describe_ += sums_of_second_ ? ", both BatchNorms' gradient sums in its ReLU's pass"
+                                   : ", the BatchNorm's gradient sums in its ReLU's pass";
+    }
     for (const Blob* b : bottoms) {
-      const bool shares = std::find(sharing.begin(), sharing.end(), b) != sharing.end();
-      if (b->needs_grad && !shares && b->diff.get() != top->diff.get()) {
+      if (b->needs_grad && !shares(b) && b->diff.get() != top->diff.get()) {
         backward_.push_back(make_reorder(top->diff, b->diff));
       }
     }
@@ -161,8 +174,10 @@ class AddLayer : public Layer {
     }
   }
   void backward() override {
-    if (top_ && !top_->branch_gradients.empty()) {
-      relu_gradient_sum_of_branches();
+    if (takes_sums_) {
+      relu_gradient_with_sums();
+    } else if (top_ && !top_->branch_gradients.empty()) {
+      relu_gradient_sum_of(branches_last_first());
     } else if (activation_backward_) {
       activation_backward_.run();
     }
@@ -183,25 +198,47 @@ class AddLayer : public Layer {
   bool backward_reads_top() const override { return activation_.has_value(); }
 
  private:
-  void relu_gradient_sum_of_branches() {
-    cpu_stream().wait();
-    // In the order the Splits would have added them (the last first); the
-    // vector keeps its capacity, so no step but the first allocates.
+  // The top's Split branches' gradients in the order the Splits would have
+  // added them (the last first); the vector keeps its capacity, so no step
+  // but the first allocates.
+  const std::vector<const void*>& branches_last_first() {
     others_.clear();
     for (auto it = top_->branch_gradients.rbegin(); it != top_->branch_gradients.rend(); ++it) {
       others_.push_back(it->get_data_handle());
     }
+    return others_;
+  }
+
+  // The first of those is added in the pass that takes the sums; any
+  // others before it, cut by the same ReLU (a second cut cuts nothing more).
+  void relu_gradient_with_sums() {
+    const std::vector<const void*>& branches = branches_last_first();
+    if (branches.size() > 1) {
+      rest_.assign(branches.begin() + 1, branches.end());
+      relu_gradient_sum_of(rest_);
+    }
+    folded_->take_gradient_sums(top_->diff.get_data_handle(),
+                                branches.empty() ? nullptr : branches.front(),
+                                top_->data.get_data_handle(), sums_of_second_);
+  }
+
+  void relu_gradient_sum_of(const std::vector<const void*>& branches) {
+    cpu_stream().wait();
     const memory::desc md = top_->diff.get_desc();
     const bool bf16 = md.data_type() == memory::data_type::bf16;
-    relu_gradient_sum(bf16, top_->diff.get_data_handle(), others_, top_->data.get_data_handle(),
+    relu_gradient_sum(bf16, top_->diff.get_data_handle(), branches, top_->data.get_data_handle(),
                       static_cast<int64_t>(md.get_size() / (bf16 ? 2 : 4)), omp_get_max_threads());
   }
 
   std::optional<Activation> activation_;
   const FoldableOutput* folded_ = nullptr;         // the first bottom's producer
   const FoldableOutput* folded_second_ = nullptr;  // the second's, folded too
+  // The ReLU's gradient pass takes the first's gradient sums, and those of
+  // sums_of_second_ where set.
+  bool takes_sums_ = false;
+  const FoldableOutput* sums_of_second_ = nullptr;
   Blob* top_ = nullptr;
-  std::vector<const void*> others_;
+  std::vector<const void*> others_, rest_;
   BoundPrimitive activation_backward_;
   std::vector<Relayout> inputs_;
   BoundPrimitive forward_;

@@ -289,24 +289,40 @@ class BatchNormLayer : public Layer, public FoldableOutput {
   }
 
   std::string describe() const override {
-    return top_->folded ? describe_ + ", normalization folded into its reader" : describe_;
+    std::string d = describe_;
+    if (top_->folded) d += ", normalization folded into its reader";
+    if (top_->gradient_sums_taken) d += ", its gradient sums taken by it";
+    return d;
   }
   void add_to(const void* other, void* out, bool relu) const override {
     cpu_stream().wait();
     loops_->add_normalized(bottom_->data.get_data_handle(), other, out, relu);
   }
   void add_to(const FoldableOutput& other, void* out, bool relu) const override {
-    const auto* o = dynamic_cast<const BatchNormLayer*>(&other);
-    if (o == nullptr || !o->loops_) throw std::logic_error("folded with another kind of output");
+    const BatchNormLayer& o = same_kind(other);
     cpu_stream().wait();
-    loops_->add_normalized(bottom_->data.get_data_handle(), *o->loops_,
-                           o->bottom_->data.get_data_handle(), out, relu);
+    loops_->add_normalized(bottom_->data.get_data_handle(), *o.loops_,
+                           o.bottom_->data.get_data_handle(), out, relu);
+  }
+  void take_gradient_sums(void* dy, const void* other, const void* cut,
+                          const FoldableOutput* second) const override {
+    const BatchNormLayer* o = second ? &same_kind(*second) : nullptr;
+    cpu_stream().wait();
+    loops_->take_gradient_sums(
+        dy, other, cut, bottom_->data.get_data_handle(), ptr(mean_), o ? &*o->loops_ : nullptr,
+        o ? o->bottom_->data.get_data_handle() : nullptr, o ? ptr(o->mean_) : nullptr);
   }
   // Only the synchronized path's ReLU cut reads the output (oneDNN's uses
   // the workspace, the loops' the input).
   bool backward_reads_top() const override { return sync_ && relu_; }
 
  private:
+  static const BatchNormLayer& same_kind(const FoldableOutput& other) {
+    const auto* o = dynamic_cast<const BatchNormLayer*>(&other);
+    if (o == nullptr || !o->loops_) throw std::logic_error("folded with another kind of output");
+    return *o;
+  }
+
   void define_top(Blob* top, const memory::desc& md, bool in_place, SetupContext& ctx) {
     ctx.define_top(top, md, in_place ? bottom_ : nullptr);
     top->gradient_shareable = !in_place;
@@ -331,7 +347,7 @@ class BatchNormLayer : public Layer, public FoldableOutput {
     loops_->backward(bottom_->data.get_data_handle(), top_->diff.get_data_handle(),
                      diff_src_ ? diff_src_.get_data_handle() : nullptr, ptr(scale_->value),
                      ptr(shift_->value), ptr(mean_), ptr(var_), eps_, relu_, ptr(scale_->grad),
-                     ptr(shift_->grad));
+                     ptr(shift_->grad), top_->gradient_sums_taken);
   }
 
   // Mean and (biased) variance of the global batch into mean_ and var_,

@@ -58,9 +58,21 @@ class BatchNormLoops {
   // From the output's gradient dy (cut where the output is 0 with relu)
   // and forward_training's statistics: the gradients of gamma and beta,
   // and unless dx is null the input's; dx may be dy itself.
+  // With sums_taken, take_gradient_sums has found the sums this backward
+  // needs (this forward's y folded into an Add, no ReLU of its own).
   void backward(const void* x, const void* dy, void* dx, const float* gamma, const float* beta,
                 const float* mean, const float* var, float eps, bool relu, float* dgamma,
-                float* dbeta) const;
+                float* dbeta, bool sums_taken = false) const;
+  // The residual Add's gradient through its ReLU, in place on dy: dy plus
+  // other (where not null: a Split branch's gradient), cut where `cut` (the
+  // Add's output) is not positive (no cut where null), in the pass that
+  // takes the sums against x and mean that backward then needs; with
+  // `second` (loops of the same shape and thread count: a projection
+  // shortcut's BatchNorm), its sums against second_x too. One pass where
+  // there were two (three with a second).
+  void take_gradient_sums(void* dy, const void* other, const void* cut, const void* x,
+                          const float* mean, const BatchNormLoops* second = nullptr,
+                          const void* second_x = nullptr, const float* second_mean = nullptr) const;
 
   Simd simd() const { return simd_; }
 
@@ -73,11 +85,16 @@ class BatchNormLoops {
   // by y's coefficients (then max(out, 0) with relu).
   void apply(const void* x, const void* other, const BatchNormLoops* other_loops, void* out,
              bool relu) const;
+  // The sums of g (dy, cut where y is not positive with relu) and g * (x -
+  // mean) per channel, each thread's, in partial_.
+  void gradient_sums(const void* x, const void* dy, const float* mean, bool relu) const;
   // a = gamma / sqrt(var + eps) and b = beta - a * mean per channel.
   void coefficients(const float* gamma, const float* beta, const float* mean, const float* var,
                     float eps, float* a, float* b) const;
-  // Runs fn on every thread's pixels, its sums zeroed first.
-  void run(BatchNormPassFn fn, const BatchNormPass& pass) const;
+  // Runs fn on every thread's pixels, its sums zeroed first (second's
+  // thread sums, zeroed by the caller, as sums2).
+  void run(BatchNormPassFn fn, const BatchNormPass& pass,
+           const BatchNormLoops* second = nullptr) const;
   // Sum `which` (0 or 1) of channel c over the threads, in thread order.
   double sum(int which, int64_t c) const;
 
@@ -93,6 +110,7 @@ class BatchNormLoops {
   mutable std::vector<float> centre_;  // the statistics' centre, per channel
   // Coefficients per channel: of the input gradient, and of the forward.
   mutable std::vector<float> a_, b_, k_, ya_, yb_;
+  mutable std::vector<const void*> one_other_;  // keeps its capacity: no step allocates
 };
 
 }  // namespace dptrain

@@ -2,12 +2,14 @@
 // (core/layers/batch_norm_loops.h) against the textbook formulas in double:
 // statistics, output, and the gradients of gamma, beta and the input, with
 // and without the fused ReLU, in f32 and bf16, under every instruction set
-// the CPU has and on one thread and two; and the normalization added to
-// another tensor, itself plain or normalized by other loops, as the
-// residual Add it is folded into computes it. The
-// channel counts leave lanes over after the vectors and (84) single vectors
-// after the groups of vectors the sums take at a time, and the pixels a
-// part of the 32 summed in float.
+// the CPU has and on one thread and two; the normalization added to another
+// tensor, itself plain or normalized by other loops, as the residual Add it
+// is folded into computes it; and the gradient sums taken in the Add's ReLU
+// gradient pass. The channel counts leave lanes over after the vectors and
+// (84) single vectors after the groups of vectors the sums take at a time,
+// and the pixels a part of the 32 summed in float; rows of 1024 channels
+// are long enough that the Add's pass leaves the sums to a pass of their
+// own.
 // Their copy for AVX512-BF16 (bf16 only: f32 runs AVX-512's) runs where
 // the CPU has it; the others are plain C++, so bf16 runs here on any CPU.
 #include "core/layers/batch_norm_loops.h"
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "core/engine.h"
+#include "core/layers/relu_gradient_loops.h"
 #include "core/primitive.h"
 #include "tests/unit/layer_test_util.h"
 
@@ -187,6 +190,50 @@ TEST_P(BatchNormLoopsTest, MatchTheFormulas) {
     }
   }
   EXPECT_LT(worst(want_both, both), (bf16 ? 8e-3 : 1e-5) * largest(want_both));
+
+  // The Add's gradient through its ReLU (with relu; else the plain sum)
+  // with both BatchNorms' sums in its pass: the gradient exactly that of
+  // the passes apart, the sums and input gradients to their last bits (the
+  // compiler may round a product into a sum in one pass and not the other).
+  const size_t count = static_cast<size_t>(n * ch * h * w);
+  const memory branch = channels_last(distinct_values(count, 8), dims, c.type);
+  const memory out = channels_last(distinct_values(count, 9), dims, c.type);
+  const std::vector<const void*> others{branch.get_data_handle()};
+  const void* cut = c.relu ? out.get_data_handle() : nullptr;
+  const memory ones = channels_last(std::vector<float>(count, 1.f), dims, c.type);
+  auto gradients = [&](bool fused) {
+    const memory g = channels_last(to_plain(dym), dims, c.type);
+    const memory dx_a({dims, c.type, tag::nhwc}, cpu_engine());
+    const memory dx_b({dims, c.type, tag::nhwc}, cpu_engine());
+    std::vector<float> sums(4 * gamma.size());
+    float* d = sums.data();
+    const size_t k = gamma.size();
+    if (fused) {
+      loops->take_gradient_sums(g.get_data_handle(), others[0], cut, xm.get_data_handle(),
+                                mean.data(), &*other_loops, om.get_data_handle(), mean_o.data());
+    } else {
+      // Without the ReLU, a cut that cuts nothing.
+      relu_gradient_sum(bf16, g.get_data_handle(), others, c.relu ? cut : ones.get_data_handle(),
+                        static_cast<int64_t>(count), c.threads, c.simd);
+    }
+    loops->backward(xm.get_data_handle(), g.get_data_handle(), dx_a.get_data_handle(), gamma.data(),
+                    beta.data(), mean.data(), var.data(), eps, false, d, d + k, fused);
+    other_loops->backward(om.get_data_handle(), g.get_data_handle(), dx_b.get_data_handle(),
+                          gamma_o.data(), beta_o.data(), mean_o.data(), var_o.data(), eps, false,
+                          d + 2 * k, d + 3 * k, fused);
+    return std::tuple(to_plain(g), to_plain(dx_a), to_plain(dx_b), sums);
+  };
+  const auto [g, dx_a, dx_b, sums] = gradients(true);
+  const auto [g_apart, dx_a_apart, dx_b_apart, sums_apart] = gradients(false);
+  EXPECT_EQ(g, g_apart);
+  auto expect_close = [&](const std::vector<float>& got, const std::vector<float>& want,
+                          double tolerance, const char* what) {
+    const std::vector<double> wanted(want.begin(), want.end());
+    EXPECT_LE(worst(wanted, got), tolerance * largest(wanted)) << what;
+  };
+  expect_close(sums, sums_apart, 1e-6, "sums");
+  expect_close(dx_a, dx_a_apart, bf16 ? 8e-3 : 1e-6, "dx");
+  expect_close(dx_b, dx_b_apart, bf16 ? 8e-3 : 1e-6, "second dx");
 }
 
 std::vector<Case> cases() {
@@ -194,7 +241,7 @@ std::vector<Case> cases() {
   for (Simd simd : runnable_simds()) {
     for (dt type : {dt::f32, dt::bf16}) {
       if (simd == Simd::kAvx512Bf16 && type == dt::f32) continue;  // AVX-512's copy
-      for (int64_t channels : {20, 40, 84}) {
+      for (int64_t channels : {20, 40, 84, 1024}) {
         for (bool relu : {false, true}) {
           for (int threads : {1, 2}) out.push_back({simd, type, channels, relu, threads});
         }

@@ -868,7 +868,8 @@ TEST(AddTest, BatchNormSharingItsGradientWritesItsInputGradientOverItsInput) {
 
 // A BatchNorm over channels-last values (one channel of "data") whose only
 // reader is an Add leaves its normalization to the Add's pass, in training
-// and in evaluation, with the Add's ReLU and without; where its output has
+// and in evaluation, with the Add's ReLU and without (with it, the ReLU's
+// gradient pass takes the BatchNorm's gradient sums); where its output has
 // another reader, it writes it.
 TEST(AddTest, FoldsTheNormalizationOfABatchNormOnlyItReads) {
   const dims input{4, 1, 5, 6};
@@ -887,6 +888,9 @@ TEST(AddTest, FoldsTheNormalizationOfABatchNormOnlyItReads) {
       EXPECT_EQ(h.layer("sum").describe().find("in one loop") == std::string::npos, other_reader)
           << h.layer("sum").describe();
       EXPECT_EQ(h.layer("bn").describe().find("folded") == std::string::npos, other_reader)
+          << h.layer("bn").describe();
+      EXPECT_EQ(h.layer("bn").describe().find("gradient sums taken") != std::string::npos,
+                relu && !other_reader)
           << h.layer("bn").describe();
       set_affine(h, "bn", 1);
       const std::string top = relu ? "relu" : "sum";
@@ -915,7 +919,8 @@ TEST(AddTest, FoldsTheNormalizationOfABatchNormOnlyItReads) {
 
 // ResNet's projection shortcut: both bottoms BatchNorms over channels-last
 // values that only the Add reads, both normalizations in the Add's pass,
-// in training and evaluation. (A product keeps the layout of its full
+// in training and evaluation, and with the ReLU both BatchNorms' gradient
+// sums in its gradient's pass. (A product keeps the layout of its full
 // bottom, one channel of "data": the second BatchNorm's input differs from
 // the first's and needs a gradient.)
 TEST(AddTest, FoldsTheNormalizationsOfBothBatchNormsItAdds) {
@@ -931,7 +936,11 @@ TEST(AddTest, FoldsTheNormalizationsOfBothBatchNormsItAdds) {
         "layer { name: 'sum' type: 'Add' bottom: 'bn_a' bottom: 'bn_b' }\n" +
             std::string(relu ? "layer { name: 'relu' type: 'ReLU' }\n" : ""),
         input, {.pre = false});
-    EXPECT_THAT(h.layer("sum").describe(), HasSubstr("both BatchNorms"));
+    EXPECT_THAT(h.layer("sum").describe(), HasSubstr("both BatchNorms' normalizations"));
+    // With the ReLU, its gradient pass takes both BatchNorms' sums.
+    EXPECT_EQ(h.layer("sum").describe().find("both BatchNorms' gradient sums") != std::string::npos,
+              relu)
+        << h.layer("sum").describe();
     for (const char* bn : {"bn_a", "bn_b"}) {
       EXPECT_THAT(h.layer(bn).describe(), HasSubstr("folded")) << bn;
     }
@@ -961,6 +970,25 @@ TEST(AddTest, FoldsTheNormalizationsOfBothBatchNormsItAdds) {
     expect_sum(h.data("mul"), false, "evaluation");
     expect_gradients_match(h, {.eps = 1e-3, .input = false});
   }
+}
+
+// The Add's ReLU output read by three layers: of the two Split branches'
+// gradients the Add sums, one is added before the pass that takes the
+// BatchNorm's gradient sums, the other in it.
+TEST(AddTest, TakesTheGradientSumsOfItsBatchNormWithBranchesToAdd) {
+  Harness h(
+      "layer { name: 'bn' type: 'BatchNorm' }\n"
+      "layer { name: 'sum' type: 'Add' bottom: 'bn' bottom: 'data' }\n"
+      "layer { name: 'relu' type: 'ReLU' }\n"
+      "layer { name: 'u' type: 'Tanh' bottom: 'relu' }\n"
+      "layer { name: 'v' type: 'Sigmoid' bottom: 'relu' }\n"
+      "layer { name: 'w' type: 'Add' bottom: 'u' bottom: 'v' bottom: 'relu' }",
+      {4, 1, 5, 6}, {.pre = false});
+  EXPECT_THAT(h.layer("sum").describe(), HasSubstr("ReLU gradient summing 3 branches"));
+  EXPECT_THAT(h.layer("bn").describe(), HasSubstr("gradient sums taken"));
+  set_affine(h, "bn", 1);
+  h.loss();
+  expect_gradients_match(h, {.eps = 1e-3, .input = false});
 }
 
 // The Add writes over its first bottom, which nothing reads after it; but
