@@ -291,7 +291,7 @@ class BatchNormLayer : public Layer, public FoldableOutput {
   std::string describe() const override {
     std::string d = describe_;
     if (top_->folded) d += ", normalization folded into its reader";
-    if (top_->gradient_sums_taken) d += ", its gradient sums taken by it";
+    if (top_->gradient_sums_taken) d += ", its gradient sums taken by its reader";
     return d;
   }
   void add_to(const void* other, void* out, bool relu) const override {
