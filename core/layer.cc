@@ -91,8 +91,6 @@ void SetupContext::store_gradient_over_values(Blob* bottom) {
     throw std::logic_error("gradient of '" + bottom->name + "' cannot be stored over its values");
   }
   pending_.aliases.emplace_back(bottom->data, bottom->diff);
-  // Aliased already, the gradient cannot be another's too.
-  bottom->gradient_shareable = false;
 }
 
 Param* SetupContext::add_param(const std::string& suffix, const dnnl::memory::desc& plain_desc,

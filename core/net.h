@@ -35,7 +35,9 @@ class Net {
   // only while forward and backward still need it. kKeepAll: each blob
   // has bytes of its own and stays readable after the step (inspection,
   // tests), except a gradient a layer's backward overwrites in place
-  // (BatchNorm's output gradient becomes its input's).
+  // (BatchNorm's output gradient becomes its input's) and the values a
+  // layer's backward writes a gradient over (a channels-last BatchNorm's
+  // input, whose gradient an Add shares: see store_gradient_over_values).
   enum class BlobMemory { kReuse, kKeepAll };
 
   // input_dims: {N, C, H, W} of the batch one replica sees.

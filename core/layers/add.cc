@@ -210,7 +210,8 @@ class AddLayer : public Layer {
   }
 
   // The first of those is added in the pass that takes the sums; any
-  // others before it, cut by the same ReLU (a second cut cuts nothing more).
+  // others before it, cut by the same ReLU (a second cut cuts nothing more;
+  // in bf16 the sum is then rounded twice, unlike the Splits' order).
   void relu_gradient_with_sums() {
     const std::vector<const void*>& branches = branches_last_first();
     if (branches.size() > 1) {

@@ -349,10 +349,7 @@ void BatchNormLoops::add_normalized(const void* x, const void* other, void* out,
 
 void BatchNormLoops::add_normalized(const void* x, const BatchNormLoops& other_loops,
                                     const void* other_x, void* out, bool relu) const {
-  if (other_loops.pixels_ != pixels_ || other_loops.channels_ != channels_ ||
-      other_loops.bf16_ != bf16_) {
-    throw std::logic_error("normalizations of different tensors added");
-  }
+  check_same_tensor(other_loops, false);
   KernelTimer timer;
   apply(x, other_x, &other_loops, out, relu);
 }
@@ -387,16 +384,14 @@ void BatchNormLoops::coefficients(const float* gamma, const float* beta, const f
 void BatchNormLoops::take_gradient_sums(void* dy, const void* other, const void* cut, const void* x,
                                         const float* mean, const BatchNormLoops* second,
                                         const void* second_x, const float* second_mean) const {
-  if (second && (second->pixels_ != pixels_ || second->channels_ != channels_ ||
-                 second->bf16_ != bf16_ || second->threads_ != threads_)) {
-    throw std::logic_error("gradient sums of different tensors taken together");
-  }
+  if (second) check_same_tensor(*second, true);
   KernelTimer timer;
   // Rows of 2 KB or more put the 32 rows of a chunk the pass walks, of each
-  // of its five tensors, in a few of L1's sets: there the two passes apart
-  // run faster, and take the same sums (bf16, 2048 channels at 32x7x7 on
-  // two threads: 0.45 ms apart, 0.78 in one; 256 at 32x56x56: 8.8 and 7.8).
-  if (cut != nullptr && channels_ * (bf16_ ? 2 : 4) >= 2048) {
+  // of its four or five tensors, in a few of L1's sets: there the passes
+  // apart run faster, and take the same sums (bf16, 2048 channels at 32x7x7
+  // on two threads: 0.45 ms apart, 0.78 in one before this; 256 at 32x56x56:
+  // 9.7 and 7.4).
+  if (cut != nullptr && !gradient_sums_in_one_pass()) {
     one_other_.assign(other ? 1 : 0, other);
     relu_gradient_sum(bf16_, dy, one_other_, cut, pixels_ * channels_, threads_, simd_);
     gradient_sums(x, dy, mean, false);
@@ -426,6 +421,7 @@ void BatchNormLoops::take_gradient_sums(void* dy, const void* other, const void*
 void BatchNormLoops::backward(const void* x, const void* dy, void* dx, const float* gamma,
                               const float* beta, const float* mean, const float* var, float eps,
                               bool relu, float* dgamma, float* dbeta, bool sums_taken) const {
+  if (sums_taken && relu) throw std::logic_error("gradient sums taken through a ReLU of its own");
   KernelTimer timer;
   if (relu) coefficients(gamma, beta, mean, var, eps, ya_.data(), yb_.data());
   if (!sums_taken) gradient_sums(x, dy, mean, relu);
@@ -477,6 +473,13 @@ void BatchNormLoops::run(BatchNormPassFn fn, const BatchNormPass& shared,
     p.sums = partial_.data() + partial_slot_ * t;
     if (second) p.sums2 = second->partial_.data() + second->partial_slot_ * t;
     fn(p, pixels_ * t / n, pixels_ * (t + 1) / n);
+  }
+}
+
+void BatchNormLoops::check_same_tensor(const BatchNormLoops& other, bool threads) const {
+  if (other.pixels_ != pixels_ || other.channels_ != channels_ || other.bf16_ != bf16_ ||
+      (threads && other.threads_ != threads_)) {
+    throw std::logic_error("BatchNorm loops of different tensors combined");
   }
 }
 

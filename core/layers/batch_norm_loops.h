@@ -57,9 +57,11 @@ class BatchNormLoops {
                       void* out, bool relu) const;
   // From the output's gradient dy (cut where the output is 0 with relu)
   // and forward_training's statistics: the gradients of gamma and beta,
-  // and unless dx is null the input's; dx may be dy itself.
-  // With sums_taken, take_gradient_sums has found the sums this backward
-  // needs (this forward's y folded into an Add, no ReLU of its own).
+  // and unless dx is null the input's; dx may be dy or x itself (each
+  // element read before it is written). With sums_taken, the last pass of
+  // these loops was take_gradient_sums, which found the sums this backward
+  // needs (this forward's y folded into an Add, no ReLU of its own: relu
+  // false).
   void backward(const void* x, const void* dy, void* dx, const float* gamma, const float* beta,
                 const float* mean, const float* var, float eps, bool relu, float* dgamma,
                 float* dbeta, bool sums_taken = false) const;
@@ -69,11 +71,14 @@ class BatchNormLoops {
   // takes the sums against x and mean that backward then needs; with
   // `second` (loops of the same shape and thread count: a projection
   // shortcut's BatchNorm), its sums against second_x too. One pass where
-  // there were two (three with a second).
+  // there were two (three with a second); rows of 2 KB or more (1024 bf16
+  // channels, 512 f32) keep the two (three), which run faster there.
   void take_gradient_sums(void* dy, const void* other, const void* cut, const void* x,
                           const float* mean, const BatchNormLoops* second = nullptr,
                           const void* second_x = nullptr, const float* second_mean = nullptr) const;
 
+  // Whether take_gradient_sums makes one pass (rows shorter than 2 KB).
+  bool gradient_sums_in_one_pass() const { return channels_ * (bf16_ ? 2 : 4) < 2048; }
   Simd simd() const { return simd_; }
 
  private:
@@ -95,6 +100,9 @@ class BatchNormLoops {
   // thread sums, zeroed by the caller, as sums2).
   void run(BatchNormPassFn fn, const BatchNormPass& pass,
            const BatchNormLoops* second = nullptr) const;
+  // Throws unless other's loops are over a tensor of this shape and type
+  // (and, with threads, split it between as many threads).
+  void check_same_tensor(const BatchNormLoops& other, bool threads) const;
   // Sum `which` (0 or 1) of channel c over the threads, in thread order.
   double sum(int which, int64_t c) const;
 

@@ -127,7 +127,8 @@ class Harness {
     spec_ = parse_net(text);
     seed_ = opt.seed;
     // Blobs keep their bytes so that tests can read any of them after a
-    // step; the gradient checks run on a twin that reuses them.
+    // step (values after a forward; see Net::BlobMemory for what a backward
+    // overwrites); the gradient checks run on a twin that reuses them.
     net_ = std::make_unique<Net>(spec_, input, opt.seed, opt.reducer, Net::BlobMemory::kKeepAll);
     x_ = distinct_values(static_cast<size_t>(volume(input)), opt.seed + 1);
     Rng rng(opt.seed + 2);

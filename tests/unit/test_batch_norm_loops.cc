@@ -193,8 +193,9 @@ TEST_P(BatchNormLoopsTest, MatchTheFormulas) {
 
   // The Add's gradient through its ReLU (with relu; else the plain sum)
   // with both BatchNorms' sums in its pass: the gradient exactly that of
-  // the passes apart, the sums and input gradients to their last bits (the
-  // compiler may round a product into a sum in one pass and not the other).
+  // the passes apart, the sums to 1e-6 and the input gradients to bf16's
+  // rounding (the compiler may fuse a product into a sum in one pass and not
+  // the other, which moves the last bits).
   const size_t count = static_cast<size_t>(n * ch * h * w);
   const memory branch = channels_last(distinct_values(count, 8), dims, c.type);
   const memory out = channels_last(distinct_values(count, 9), dims, c.type);
