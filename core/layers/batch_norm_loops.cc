@@ -134,45 +134,49 @@ template <class T, int W, int G, Kind K, bool Relu>
     const T* o = static_cast<const T*>(p.other);
     for (int64_t q = q0; q < q1; q += kChunk) {
       const int64_t end = std::min(q + kChunk, q1);
-      for_channel_groups<W, G>(c_count, [&]<int L, int N>(int64_t c0) {
-        using In = Lanes<T, L>;
-        using F = typename In::F;
-        constexpr bool kTwo = K == kAddGradientSums2;
-        F s1[N], s2[N], s3[N], k[N], k2[N];
-        for (int j = 0; j < N; ++j) {
-          s1[j] = s2[j] = s3[j] = F{};
-          k[j] = load<F>(p.k + c0 + j * L);
-          if constexpr (kTwo) k2[j] = load<F>(p.k2 + c0 + j * L);
-        }
-        for (int64_t r = q; r < end; ++r) {
-          const int64_t at = r * c_count + c0;
-          prefetch_next_chunk<T, L, N>(
-              {static_cast<const void*>(g), p.x, static_cast<const void*>(o), p.cut, p.x2}, q, end,
-              q1, r, c0, c_count);
-          for (int j = 0; j < N; ++j) {
-            const int64_t e = at + j * L;
-            F v = In::get(g + e);
-            if (o) v += In::get(o + e);
-            if constexpr (Relu) v = In::cut(v, In::get(cut + e));
-            In::put(g + e, v);
-            v = In::get(g + e);
-            s1[j] += v;
-            s2[j] += v * (In::get(x + e) - k[j]);
-            if constexpr (kTwo) s3[j] += v * (In::get(x2 + e) - k2[j]);
-          }
-        }
-        for (int j = 0; j < N; ++j) {
-          for (int i = 0; i < L; ++i) {
-            const auto c = c0 + j * L + i;
-            p.sums[c] += static_cast<double>(lane(s1[j], i));
-            p.sums[c_count + c] += static_cast<double>(lane(s2[j], i));
-            if constexpr (kTwo) {
-              p.sums2[c] += static_cast<double>(lane(s1[j], i));
-              p.sums2[c_count + c] += static_cast<double>(lane(s3[j], i));
+      // Always inlined: left a function of its own (as a sanitizer build
+      // left it), the lambda has no target attribute, so no AVX-512
+      // register for the bf16 conversion's operand.
+      for_channel_groups<W, G>(
+          c_count, [&]<int L, int N>(int64_t c0) __attribute__((always_inline)) {
+            using In = Lanes<T, L>;
+            using F = typename In::F;
+            constexpr bool kTwo = K == kAddGradientSums2;
+            F s1[N], s2[N], s3[N], k[N], k2[N];
+            for (int j = 0; j < N; ++j) {
+              s1[j] = s2[j] = s3[j] = F{};
+              k[j] = load<F>(p.k + c0 + j * L);
+              if constexpr (kTwo) k2[j] = load<F>(p.k2 + c0 + j * L);
             }
-          }
-        }
-      });
+            for (int64_t r = q; r < end; ++r) {
+              const int64_t at = r * c_count + c0;
+              prefetch_next_chunk<T, L, N>(
+                  {static_cast<const void*>(g), p.x, static_cast<const void*>(o), p.cut, p.x2}, q,
+                  end, q1, r, c0, c_count);
+              for (int j = 0; j < N; ++j) {
+                const int64_t e = at + j * L;
+                F v = In::get(g + e);
+                if (o) v += In::get(o + e);
+                if constexpr (Relu) v = In::cut(v, In::get(cut + e));
+                In::put(g + e, v);
+                v = In::get(g + e);
+                s1[j] += v;
+                s2[j] += v * (In::get(x + e) - k[j]);
+                if constexpr (kTwo) s3[j] += v * (In::get(x2 + e) - k2[j]);
+              }
+            }
+            for (int j = 0; j < N; ++j) {
+              for (int i = 0; i < L; ++i) {
+                const auto c = c0 + j * L + i;
+                p.sums[c] += static_cast<double>(lane(s1[j], i));
+                p.sums[c_count + c] += static_cast<double>(lane(s2[j], i));
+                if constexpr (kTwo) {
+                  p.sums2[c] += static_cast<double>(lane(s1[j], i));
+                  p.sums2[c_count + c] += static_cast<double>(lane(s3[j], i));
+                }
+              }
+            }
+          });
     }
   } else if constexpr (K == kStatistics || K == kGradientSums) {
     // A chunk's rows a group of channels at a time, the group's sums in
