@@ -29,6 +29,9 @@ class FoldableOutput {
   // told by gradient_sums_taken, then skips its own pass for them.
   virtual void take_gradient_sums(void* dy, const void* other, const void* cut,
                                   const FoldableOutput* second) const = 0;
+  // Whether that one pass is faster than the reader's and the producer's
+  // passes apart, for these values (and a second producer's of their shape).
+  virtual bool takes_gradient_sums_faster() const = 0;
 
  protected:
   ~FoldableOutput() = default;

@@ -14,7 +14,7 @@
 // normalizes its input on the way (FoldableOutput); so too the second
 // bottom's BatchNorm, where the first's is folded (ResNet's projection
 // shortcut). Their gradient being the top's, the ReLU's gradient pass then
-// takes the sums their backward needs too.
+// takes the sums their backward needs too, where that is faster.
 #include <omp.h>
 
 #include <algorithm>
@@ -140,7 +140,7 @@ class AddLayer : public Layer {
     auto shares = [&](const Blob* b) {
       return std::find(sharing.begin(), sharing.end(), b) != sharing.end();
     };
-    if (relu && folded_ && shares(bottoms[0])) {
+    if (relu && folded_ && shares(bottoms[0]) && folded_->takes_gradient_sums_faster()) {
       bottoms[0]->gradient_sums_taken = true;
       if (folded_second_ && shares(bottoms[1])) {
         bottoms[1]->gradient_sums_taken = true;

@@ -312,6 +312,9 @@ class BatchNormLayer : public Layer, public FoldableOutput {
         dy, other, cut, bottom_->data.get_data_handle(), ptr(mean_), o ? &*o->loops_ : nullptr,
         o ? o->bottom_->data.get_data_handle() : nullptr, o ? ptr(o->mean_) : nullptr);
   }
+  bool takes_gradient_sums_faster() const override {
+    return loops_ && loops_->takes_gradient_sums_faster();
+  }
   // Only the synchronized path's ReLU cut reads the output (oneDNN's uses
   // the workspace, the loops' the input).
   bool backward_reads_top() const override { return sync_ && relu_; }

@@ -10,7 +10,6 @@
 #include <type_traits>
 
 #include "core/layers/channel_blocks.h"
-#include "core/layers/relu_gradient_loops.h"
 #include "core/primitive.h"
 
 // Vectors pass between inlined functions only (simd.h).
@@ -305,7 +304,6 @@ std::optional<BatchNormLoops> BatchNormLoops::plan(const dnnl::memory::desc& dat
   l.partial_ = AlignedArray<double>(static_cast<size_t>(l.partial_slot_ * l.threads_));
   for (auto* v : {&l.centre_, &l.a_, &l.b_, &l.k_, &l.ya_, &l.yb_})
     v->resize(static_cast<size_t>(l.channels_));
-  l.one_other_.reserve(1);
   return l;
 }
 
@@ -390,18 +388,6 @@ void BatchNormLoops::take_gradient_sums(void* dy, const void* other, const void*
                                         const void* second_x, const float* second_mean) const {
   if (second) check_same_tensor(*second, true);
   KernelTimer timer;
-  // Rows of 2 KB or more put the 32 rows of a chunk the pass walks, of each
-  // of its four or five tensors, in a few of L1's sets: there the passes
-  // apart run faster, and take the same sums (bf16, 2048 channels at 32x7x7
-  // on two threads: 0.45 ms apart, 0.78 in one before this; 256 at 32x56x56:
-  // 9.7 and 7.4).
-  if (cut != nullptr && !gradient_sums_in_one_pass()) {
-    one_other_.assign(other ? 1 : 0, other);
-    relu_gradient_sum(bf16_, dy, one_other_, cut, pixels_ * channels_, threads_, simd_);
-    gradient_sums(x, dy, mean, false);
-    if (second) second->gradient_sums(second_x, dy, second_mean, false);
-    return;
-  }
   BatchNormPass p;
   p.out = dy;
   p.other = other;
@@ -428,7 +414,13 @@ void BatchNormLoops::backward(const void* x, const void* dy, void* dx, const flo
   if (sums_taken && relu) throw std::logic_error("gradient sums taken through a ReLU of its own");
   KernelTimer timer;
   if (relu) coefficients(gamma, beta, mean, var, eps, ya_.data(), yb_.data());
-  if (!sums_taken) gradient_sums(x, dy, mean, relu);
+  BatchNormPass p;
+  p.x = x;
+  p.dy = dy;
+  p.k = mean;
+  p.ya = ya_.data();
+  p.yb = yb_.data();
+  if (!sums_taken) run(pass_for<kGradientSums>(simd_, bf16_, relu), p);
   const auto count = static_cast<double>(pixels_);
   for (int64_t c = 0; c < channels_; ++c) {
     const auto i = static_cast<size_t>(c);
@@ -443,27 +435,11 @@ void BatchNormLoops::backward(const void* x, const void* dy, void* dx, const flo
     b_[i] = static_cast<float>(-a * sum_g / count - k * mean[c]);
   }
   if (dx == nullptr) return;
-  BatchNormPass p;
-  p.x = x;
-  p.dy = dy;
-  p.ya = ya_.data();
-  p.yb = yb_.data();
   p.out = dx;
   p.a = a_.data();
   p.b = b_.data();
   p.k = k_.data();
   run(pass_for<kInputGradient>(simd_, bf16_, relu), p);
-}
-
-void BatchNormLoops::gradient_sums(const void* x, const void* dy, const float* mean,
-                                   bool relu) const {
-  BatchNormPass p;
-  p.x = x;
-  p.dy = dy;
-  p.k = mean;
-  p.ya = ya_.data();
-  p.yb = yb_.data();
-  run(pass_for<kGradientSums>(simd_, bf16_, relu), p);
 }
 
 void BatchNormLoops::run(BatchNormPassFn fn, const BatchNormPass& shared,

@@ -71,14 +71,16 @@ class BatchNormLoops {
   // takes the sums against x and mean that backward then needs; with
   // `second` (loops of the same shape and thread count: a projection
   // shortcut's BatchNorm), its sums against second_x too. One pass where
-  // there were two (three with a second); rows of 2 KB or more (1024 bf16
-  // channels, 512 f32) keep the two (three), which run faster there.
+  // there were two (three with a second).
   void take_gradient_sums(void* dy, const void* other, const void* cut, const void* x,
                           const float* mean, const BatchNormLoops* second = nullptr,
                           const void* second_x = nullptr, const float* second_mean = nullptr) const;
 
-  // Whether take_gradient_sums makes one pass (rows shorter than 2 KB).
-  bool gradient_sums_in_one_pass() const { return channels_ * (bf16_ ? 2 : 4) < 2048; }
+  // Whether take_gradient_sums beats the passes apart: for rows shorter
+  // than 2 KB. Longer rows put the 32 rows of a chunk it walks, of each of
+  // its four or five tensors, in a few of L1's sets (bf16, two threads:
+  // 32x2048x7x7 0.78 ms in one pass, 0.45 apart; 32x256x56x56 7.4 and 9.7).
+  bool takes_gradient_sums_faster() const { return channels_ * (bf16_ ? 2 : 4) < 2048; }
   Simd simd() const { return simd_; }
 
  private:
@@ -90,9 +92,6 @@ class BatchNormLoops {
   // by y's coefficients (then max(out, 0) with relu).
   void apply(const void* x, const void* other, const BatchNormLoops* other_loops, void* out,
              bool relu) const;
-  // The sums of g (dy, cut where y is not positive with relu) and g * (x -
-  // mean) per channel, each thread's, in partial_.
-  void gradient_sums(const void* x, const void* dy, const float* mean, bool relu) const;
   // a = gamma / sqrt(var + eps) and b = beta - a * mean per channel.
   void coefficients(const float* gamma, const float* beta, const float* mean, const float* var,
                     float eps, float* a, float* b) const;
@@ -118,7 +117,6 @@ class BatchNormLoops {
   mutable std::vector<float> centre_;  // the statistics' centre, per channel
   // Coefficients per channel: of the input gradient, and of the forward.
   mutable std::vector<float> a_, b_, k_, ya_, yb_;
-  mutable std::vector<const void*> one_other_;  // keeps its capacity: no step allocates
 };
 
 }  // namespace dptrain

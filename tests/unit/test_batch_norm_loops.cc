@@ -8,7 +8,7 @@
 // gradient pass. The channel counts leave lanes over after the vectors and
 // (84) single vectors after the groups of vectors the sums take at a time,
 // and the pixels a part of the 32 summed in float; rows of 1024 channels
-// are long enough that the Add's pass leaves the sums to a pass of their
+// are as long as those for which the Add leaves the sums to a pass of their
 // own.
 // Their copy for AVX512-BF16 (bf16 only: f32 runs AVX-512's) runs where
 // the CPU has it; the others are plain C++, so bf16 runs here on any CPU.
